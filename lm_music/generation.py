@@ -1,0 +1,72 @@
+"""The sampling run behind `sample.py`: a checkpoint in, samples out; the dataset is never read."""
+
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from lm_music.checkpoints import load_checkpoint, module_from_checkpoint
+from lm_music.errors import UserError
+from lm_music.io import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+
+def _check_args(cfg: DictConfig) -> None:
+    if not cfg.get("ckpt_path"):
+        raise UserError("give the checkpoint to sample from: ckpt_path=RUN_DIR/checkpoints/last.ckpt")
+    if cfg.num_samples < 1:
+        raise UserError(f"num_samples must be at least 1, got {cfg.num_samples}")
+    if cfg.length < 1:
+        raise UserError(f"length must be at least 1, got {cfg.length}")
+    if cfg.temperature <= 0:
+        raise UserError(f"temperature must be > 0, got {cfg.temperature} (1.0 samples the model as trained)")
+    if cfg.get("top_k") is not None and cfg.top_k < 1:
+        raise UserError(f"top_k must be at least 1 (or null), got {cfg.top_k}")
+    if cfg.get("top_p") is not None and not 0 < cfg.top_p <= 1:
+        raise UserError(f"top_p must be in (0, 1] (or null), got {cfg.top_p}")
+
+
+def sample_lyrics(module, cfg: DictConfig, generator: torch.Generator, out_dir: Path) -> list[Path]:
+    artists = [cfg.artist] * cfg.num_samples if cfg.get("artist") else None
+    if artists is None and module.conditional:
+        artists = [module.artists[i % len(module.artists)] for i in range(cfg.num_samples)]
+        log.info("no artist= given: cycling through the model's artists")
+    texts = module.sample(
+        cfg.num_samples,
+        cfg.length,
+        temperature=cfg.temperature,
+        prime=cfg.get("prime") or "",
+        artists=artists,
+        top_k=cfg.get("top_k"),
+        top_p=cfg.get("top_p"),
+        generator=generator,
+    )
+    blocks = []
+    for i, text in enumerate(texts):
+        header = f"=== sample {i}" + (f" ({artists[i]})" if artists else "") + " ==="
+        blocks.append(f"{header}\n{text}\n")
+    output = "\n".join(blocks)
+    print(output)
+    path = out_dir / "samples.txt"
+    write_text_atomic(path, output)
+    return [path]
+
+
+def sample(cfg: DictConfig) -> list[Path]:
+    """Draw `num_samples` samples as one batch from the checkpoint; return the files written."""
+    _check_args(cfg)
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    device = torch.device(cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+    module = module_from_checkpoint(checkpoint).to(device).eval()
+    generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
+    out_dir = Path(cfg.out_dir)
+    if module.task == "lyrics":
+        written = sample_lyrics(module, cfg, generator, out_dir)
+    else:
+        from lm_music.generation_music import sample_music
+
+        written = sample_music(module, cfg, generator, out_dir)
+    log.info("wrote %s", ", ".join(str(p) for p in written))
+    return written

@@ -1,0 +1,138 @@
+import torch
+
+from lm_music.decoding import generate
+from lm_music.errors import UserError
+from lm_music.models.pianoroll_rnn import PianoRollRNN
+from lm_music.models.rnn import detach_state
+from lm_music.modules.base import SequenceLM
+
+NUM_KEYS = 88
+LOWEST_PITCH = 21
+
+
+class PianoRollLM(SequenceLM):
+    """A piano-roll RNN scored as the benchmark literature scores it.
+
+    `nll` is nats per frame summed over the 88 keys, pooled over a split as sum(NLL) / sum(T_i - 1), the first
+    frame never scored (Bai, Kolter and Koltun 2018); `frame_acc` is TP / (TP + FP + FN) of the most likely
+    frame (Bay et al. 2009). With `tbptt_steps`, training runs chunks of that many frames, one optimiser step
+    each, carrying the detached RNN state from chunk to chunk.
+    """
+
+    task = "pianoroll"
+    metric_names = ("loss", "nll", "frame_acc")
+
+    def __init__(
+        self,
+        frames_per_beat: int | None = 2,
+        fs: float | None = None,
+        openings: list[list[int]] | None = None,
+        cell: str = "lstm",
+        num_layers: int = 2,
+        hidden_size: int = 512,
+        embedding_dim: int = 512,
+        dropout: float = 0.0,
+        head: str = "bernoulli",
+        tbptt_steps: int | None = None,
+        optimizer: dict | None = None,
+        scheduler: dict | None = None,
+    ) -> None:
+        super().__init__(optimizer, scheduler)
+        self.save_hyperparameters()
+        if tbptt_steps is not None and tbptt_steps < 2:
+            raise UserError(f"model.tbptt_steps must be at least 2 (or null), got {tbptt_steps}")
+        if tbptt_steps and scheduler and scheduler.get("name") != "cosine":
+            raise UserError(
+                "with model.tbptt_steps only model.scheduler={name: cosine} (or null) is supported"
+            )
+        self.tbptt_steps = tbptt_steps
+        self.automatic_optimization = not tbptt_steps
+        self.manual_gradient_clip_val: float | None = None
+        self.openings = [list(o) for o in (openings or [])]
+        self.net = PianoRollRNN(NUM_KEYS, embedding_dim, hidden_size, num_layers, cell, dropout, head)
+
+    def forward(self, frames: torch.Tensor, state=None):
+        return self.net(frames, state)
+
+    def _terms(self, inputs, targets, mask, state=None, with_accuracy=True):
+        h, state = self(inputs, state)
+        frame_nll = self.net.head.nll(h, targets)
+        nll_sum = (frame_nll * mask).sum()
+        count = mask.sum()
+        extra = {"nll": (nll_sum, count)}
+        if with_accuracy:
+            with torch.no_grad():
+                predicted = self.net.head.predict(h) * mask[..., None]
+                true_pos = (predicted * targets).sum()
+                wrong = (predicted * (1 - targets)).sum() + (
+                    (1 - predicted) * targets * mask[..., None]
+                ).sum()
+            extra["frame_acc"] = (true_pos, true_pos + wrong)
+        return nll_sum, count, extra, state
+
+    @staticmethod
+    def _split(batch: dict):
+        rolls = batch["sequences"].float()
+        inputs, targets = rolls[:, :-1], rolls[:, 1:]
+        steps = torch.arange(targets.shape[1], device=rolls.device)
+        mask = (steps[None, :] < (batch["lengths"][:, None] - 1)).float()
+        return inputs, targets, mask
+
+    def loss_terms(self, batch: dict):
+        nll_sum, count, extra, _ = self._terms(*self._split(batch))
+        return nll_sum, count, extra
+
+    def training_step(self, batch: dict, batch_idx: int):
+        if self.automatic_optimization:
+            return super().training_step(batch, batch_idx)
+        optimizer = self.optimizers()
+        inputs, targets, mask = self._split(batch)
+        state, total, frames = None, 0.0, 0.0
+        for start in range(0, inputs.shape[1], self.tbptt_steps):
+            chunk = slice(start, start + self.tbptt_steps)
+            nll_sum, count, _, state = self._terms(
+                inputs[:, chunk], targets[:, chunk], mask[:, chunk], state, with_accuracy=False
+            )
+            if count == 0:
+                break
+            optimizer.zero_grad()
+            self.manual_backward(nll_sum / count)
+            if self.manual_gradient_clip_val:
+                self.clip_gradients(optimizer, gradient_clip_val=self.manual_gradient_clip_val)
+            optimizer.step()
+            state = detach_state(state)
+            total, frames = total + nll_sum.detach(), frames + count
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
+        loss = total / max(frames, 1)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["lengths"].numel())
+        return loss
+
+    def sample(
+        self,
+        num_samples: int,
+        length: int,
+        temperature: float = 1.0,
+        prime: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """`num_samples` rolls (B, P + length, 88) uint8 drawn as one batch: `prime` (P, 88), or else the
+        opening frame of a training piece chosen at random (P = 1), then `length` drawn frames."""
+        if prime is None:
+            frames = torch.zeros(num_samples, 1, NUM_KEYS, device=self.device)
+            if self.openings:
+                picks = torch.randint(
+                    len(self.openings), (num_samples,), generator=generator, device=self.device
+                )
+                for i, pick in enumerate(picks.tolist()):
+                    frames[i, 0, [p - LOWEST_PITCH for p in self.openings[pick]]] = 1.0
+        else:
+            frames = prime.to(self.device).float()[None].expand(num_samples, -1, -1)
+        rolls = generate(
+            lambda x, state: self(x, state),
+            frames,
+            length,
+            lambda h: self.net.head.sample(h, temperature, generator),
+        )
+        return torch.cat([frames, rolls], dim=1).to(torch.uint8)

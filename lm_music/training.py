@@ -1,0 +1,113 @@
+"""The train/evaluate run behind `train.py`: data, model, trainer from the config; metrics.json at the end."""
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
+
+from lm_music.checkpoints import load_checkpoint, module_from_checkpoint
+from lm_music.errors import UserError
+from lm_music.io import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate_all(group: DictConfig | None) -> list:
+    return [instantiate(c) for c in (group or {}).values() if c is not None and "_target_" in c]
+
+
+def _flat_hparams(cfg: DictConfig) -> dict:
+    """The resolved config as flat `a/b/c` keys of scalars, which every tracker can show."""
+    out = {}
+
+    def walk(node, prefix):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}/{key}" if prefix else str(key))
+        else:
+            out[prefix] = node if isinstance(node, int | float | str | bool) else str(node)
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out
+
+
+def _finite_metrics(metrics: dict) -> dict:
+    out = {}
+    for name, value in metrics.items():
+        value = float(value.item() if isinstance(value, torch.Tensor) else value)
+        out[name] = value if math.isfinite(value) else None
+    return out
+
+
+@rank_zero_only
+def write_metrics(path: Path, metrics: dict) -> None:
+    write_text_atomic(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Train and/or test as the config says; return `cfg.optimized_metric` for sweepers."""
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+
+    checkpoint = load_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+    datamodule = instantiate(cfg.data)
+    if checkpoint is not None:
+        datamodule.adopt(checkpoint["hyper_parameters"])
+    datamodule.setup("fit")
+    if checkpoint is not None and not cfg.train:
+        model = module_from_checkpoint(checkpoint)
+    else:
+        model = instantiate(cfg.model, **datamodule.model_kwargs(), _convert_="all")
+    if checkpoint is not None and checkpoint.get("lm_music_task") != model.task:
+        raise UserError(
+            f"{cfg.ckpt_path} is a {checkpoint.get('lm_music_task')} checkpoint, but this experiment trains "
+            f"a {model.task} model: pick the matching experiment="
+        )
+
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    loggers = _instantiate_all(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(_flat_hparams(cfg))
+
+    metrics: dict = {}
+    ckpt_for_test = cfg.get("ckpt_path")
+    if cfg.train:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        ckpt_for_test = best or None
+        if best:
+            # Report the validation metrics of the checkpoint that is kept as best, not of the last epoch.
+            metrics.update(trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0])
+        else:
+            metrics.update(trainer.callback_metrics)
+        metrics["best_checkpoint"] = best
+    if cfg.test:
+        metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_for_test, verbose=False)[0])
+
+    best = metrics.pop("best_checkpoint", None)
+    result = _finite_metrics(metrics)
+    result.update(
+        {
+            "global_step": trainer.global_step,
+            "epoch": trainer.current_epoch,
+            "best_checkpoint": best,
+            "tested_checkpoint": str(ckpt_for_test) if ckpt_for_test else None,
+        }
+    )
+    write_metrics(output_dir / "metrics.json", result)
+    log.info("metrics: %s", json.dumps(result))
+    optimized = cfg.get("optimized_metric")
+    if optimized and optimized not in result:
+        known = sorted(k for k in result if "/" in k)
+        raise UserError(
+            f"optimized_metric={optimized!r} is not a metric of this run; its metrics are {known}"
+        )
+    return result.get(optimized) if optimized else None

@@ -1,0 +1,22 @@
+"""Sample from a checkpoint: `python sample.py ckpt_path=X num_samples=4 length=500 out_dir=DIR`."""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from lm_music.errors import UserError
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="sample")
+def main(cfg: DictConfig) -> None:
+    from lm_music.generation import sample
+
+    try:
+        sample(cfg)
+    except UserError as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()
