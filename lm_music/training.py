@@ -83,11 +83,11 @@ def train(cfg: DictConfig) -> float | None:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         ckpt_for_test = best or None
-        if best:
-            # Report the validation metrics of the checkpoint that is kept as best, not of the last epoch.
-            metrics.update(trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0])
-        else:
-            metrics.update(trainer.callback_metrics)
+        # Report the validation metrics of the checkpoint kept as best (of the final weights if validation
+        # never ran), not those of whichever epoch came last.
+        metrics.update(
+            trainer.validate(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0]
+        )
         metrics["best_checkpoint"] = best
     if cfg.test:
         metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_for_test, verbose=False)[0])
@@ -105,7 +105,7 @@ def train(cfg: DictConfig) -> float | None:
     write_metrics(output_dir / "metrics.json", result)
     log.info("metrics: %s", json.dumps(result))
     optimized = cfg.get("optimized_metric")
-    if optimized and optimized not in result:
+    if optimized and cfg.train and optimized not in result:
         known = sorted(k for k in result if "/" in k)
         raise UserError(
             f"optimized_metric={optimized!r} is not a metric of this run; its metrics are {known}"

@@ -1,0 +1,124 @@
+import json
+import math
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lm_music.checkpoints import load_checkpoint, module_from_checkpoint
+from tests.conftest import LYRICS_CSV, TINY_LYRICS, run_script, train_run
+
+
+def test_training_learns_and_writes_its_run_dir(lyrics_run):
+    metrics = json.loads((lyrics_run / "metrics.json").read_text())
+    checkpoint = load_checkpoint(lyrics_run / "checkpoints" / "last.ckpt")
+    vocab_size = len(checkpoint["hyper_parameters"]["vocab"]) + 4
+    # A uniform guess costs ln(V) nats per character; 60 steps on real lyrics must do much better.
+    assert metrics["val/loss"] < 0.8 * math.log(vocab_size)
+    assert metrics["val/bpc"] == pytest.approx(metrics["val/loss"] / math.log(2))
+    assert metrics["test/bpc"] < 0.8 * math.log2(vocab_size)
+    assert metrics["global_step"] == 60
+    assert (lyrics_run / "checkpoints" / "last.ckpt").is_file()
+    assert metrics["best_checkpoint"].startswith(str(lyrics_run / "checkpoints"))
+    assert checkpoint["hyper_parameters"]["artists"][0] == "ABBA"
+
+    events = EventAccumulator(str(lyrics_run / "tensorboard"), size_guidance={"tensors": 0}).Reload()
+    assert "train/loss" in events.Tags()["scalars"] and "val/bpc" in events.Tags()["scalars"]
+    text_tags = [t for t in events.Tags()["tensors"] if t.startswith("samples/")]
+    assert any("ABBA" in t for t in text_tags)
+
+
+def test_sampling_is_batched_seeded_and_conditional(lyrics_run):
+    module = module_from_checkpoint(load_checkpoint(lyrics_run / "checkpoints" / "last.ckpt")).eval()
+
+    def draw(seed, **kwargs):
+        generator = torch.Generator().manual_seed(seed)
+        return module.sample(3, 80, temperature=0.8, prime="Love", generator=generator, **kwargs)
+
+    first = draw(0, artists=["ABBA"] * 3)
+    assert first == draw(0, artists=["ABBA"] * 3)
+    assert first != draw(1, artists=["ABBA"] * 3)
+    assert all(t.startswith("Love") and len(t) <= 84 for t in first)
+    assert len(set(first)) == 3  # one batch, three different samples
+
+
+def test_sample_script_writes_samples(lyrics_run, tmp_path):
+    args = [f"ckpt_path={lyrics_run}/checkpoints/last.ckpt", "num_samples=2", "length=60", "prime=Why"]
+    one = run_script("sample.py", *args, "artist=ABBA", "seed=5", f"out_dir={tmp_path}/a")
+    two = run_script("sample.py", *args, "artist=ABBA", "seed=5", f"out_dir={tmp_path}/b")
+    assert one.returncode == 0, one.stderr
+    text = (tmp_path / "a" / "samples.txt").read_text()
+    assert text == (tmp_path / "b" / "samples.txt").read_text()
+    assert text.count("=== sample") == 2 and "(ABBA)" in text and "\nWhy" in text
+    assert "=== sample 0 (ABBA) ===" in one.stdout
+
+
+def test_evaluating_a_checkpoint_reproduces_its_test_metrics(lyrics_run, tmp_path):
+    trained = json.loads((lyrics_run / "metrics.json").read_text())
+    evaluated = train_run(
+        tmp_path,
+        [
+            "experiment=lyrics_conditional",
+            *TINY_LYRICS,
+            "train=false",
+            f"ckpt_path={trained['best_checkpoint']}",
+        ],
+    )
+    assert evaluated["test/bpc"] == pytest.approx(trained["test/bpc"], rel=1e-6)
+    assert "val/loss" not in evaluated
+
+
+def test_resuming_continues_from_the_checkpoint(lyrics_run, tmp_path):
+    resumed = train_run(
+        tmp_path,
+        [
+            "experiment=lyrics_conditional",
+            *TINY_LYRICS,
+            "trainer.max_steps=70",
+            "trainer.limit_val_batches=1",
+            "test=false",
+            f"ckpt_path={lyrics_run}/checkpoints/last.ckpt",
+        ],
+    )
+    assert resumed["global_step"] == 70
+
+
+def test_unconditional_gru_trains(tmp_path):
+    metrics = train_run(
+        tmp_path, ["experiment=lyrics", *TINY_LYRICS, "model.cell=gru", "trainer.max_steps=5", "test=false"]
+    )
+    assert metrics["global_step"] == 5 and math.isfinite(metrics["val/loss"])
+    module = module_from_checkpoint(load_checkpoint(tmp_path / "checkpoints" / "last.ckpt"))
+    assert not module.conditional and isinstance(module.net.rnn, torch.nn.GRU)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["temperature=0"], "temperature must be > 0"),
+        (["artist=Nobody"], "unknown artist 'Nobody'; this model knows 24: ABBA"),
+        (["length=0"], "length must be at least 1"),
+    ],
+)
+def test_sample_script_bad_input_is_one_line(lyrics_run, tmp_path, args, message):
+    result = run_script(
+        "sample.py", f"ckpt_path={lyrics_run}/checkpoints/last.ckpt", f"out_dir={tmp_path}", *args
+    )
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "samples.txt").exists()
+
+
+def test_train_script_bad_input_is_one_line(tmp_path):
+    missing = run_script(
+        "train.py", "experiment=lyrics", f"data.path={tmp_path}/songdata.csv", f"hydra.run.dir={tmp_path}"
+    )
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr
+    assert "lyrics CSV not found" in missing.stderr and "kaggle" in missing.stderr
+    column = run_script(
+        "train.py",
+        "experiment=lyrics",
+        f"data.path={LYRICS_CSV.parent}/beatles.csv",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert "no text column 'text'" in column.stderr and "'lyrics'" in column.stderr
