@@ -46,7 +46,7 @@ def test_sample_script_writes_samples(lyrics_run, tmp_path):
     args = [f"ckpt_path={lyrics_run}/checkpoints/last.ckpt", "num_samples=2", "length=60", "prime=Why"]
     one = run_script("sample.py", *args, "artist=ABBA", "seed=5", f"out_dir={tmp_path}/a")
     two = run_script("sample.py", *args, "artist=ABBA", "seed=5", f"out_dir={tmp_path}/b")
-    assert one.returncode == 0, one.stderr
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
     text = (tmp_path / "a" / "samples.txt").read_text()
     assert text == (tmp_path / "b" / "samples.txt").read_text()
     assert text.count("=== sample") == 2 and "(ABBA)" in text and "\nWhy" in text
