@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 
 from lm_music.checkpoints import load_checkpoint, module_from_checkpoint
 from lm_music.errors import UserError
-from lm_music.io import write_text_atomic
+from lm_music.io import atomic_path, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,37 @@ def sample_lyrics(module, cfg: DictConfig, generator: torch.Generator, out_dir: 
     return [path]
 
 
+def sample_music(module, cfg: DictConfig, generator: torch.Generator, out_dir: Path) -> list[Path]:
+    from lm_music import midi  # pretty_midi and matplotlib: only music sampling needs them
+
+    grid = {"frames_per_beat": module.hparams.frames_per_beat, "fs": module.hparams.fs}
+    prime = None
+    if cfg.get("prime_midi"):
+        if not Path(cfg.prime_midi).is_file():
+            raise UserError(f"prime_midi not found: {cfg.prime_midi}")
+        roll, _ = midi.midi_to_roll(midi.load_midi(cfg.prime_midi), **grid)
+        if len(roll) == 0:
+            raise UserError(f"{cfg.prime_midi} has no notes to continue: give another prime_midi")
+        prime = torch.from_numpy(roll[: cfg.prime_frames])
+    rolls = module.sample(cfg.num_samples, cfg.length, cfg.temperature, prime, generator).cpu().numpy()
+    written = []
+    for i, roll in enumerate(rolls):
+        pm = midi.roll_to_midi(roll, **grid, tempo=cfg.tempo, velocity=cfg.velocity)
+        path = out_dir / f"sample_{i:03d}.mid"
+        with atomic_path(path) as tmp:
+            pm.write(str(tmp))
+        midi.save_roll_png(roll, path.with_suffix(".png"), title=f"sample {i}")
+        written += [path, path.with_suffix(".png")]
+        if cfg.get("audio"):
+            audio, backend = midi.render_audio(pm, cfg.sample_rate)
+            midi.write_wav(path.with_suffix(".wav"), audio, cfg.sample_rate)
+            written.append(path.with_suffix(".wav"))
+            if i == 0:
+                log.info("audio rendered with %s", backend)
+    print(f"{len(rolls)} samples of {rolls.shape[1]} frames in {out_dir}")
+    return written
+
+
 def sample(cfg: DictConfig) -> list[Path]:
     """Draw `num_samples` samples as one batch from the checkpoint; return the files written."""
     _check_args(cfg)
@@ -65,8 +96,6 @@ def sample(cfg: DictConfig) -> list[Path]:
     if module.task == "lyrics":
         written = sample_lyrics(module, cfg, generator, out_dir)
     else:
-        from lm_music.generation_music import sample_music
-
         written = sample_music(module, cfg, generator, out_dir)
     log.info("wrote %s", ", ".join(str(p) for p in written))
     return written

@@ -73,7 +73,12 @@ def train(cfg: DictConfig) -> float | None:
 
     callbacks = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    manual = {}
+    if not model.automatic_optimization:
+        # Truncated backprop steps the optimiser itself, so it clips too (Lightning refuses both at once).
+        model.manual_gradient_clip_val = cfg.trainer.get("gradient_clip_val")
+        manual["gradient_clip_val"] = None
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **manual)
     for logger in trainer.loggers:
         logger.log_hyperparams(_flat_hparams(cfg))
 

@@ -65,3 +65,40 @@ def lyrics_run(tmp_path_factory) -> Path:
         ],
     )
     return out
+
+
+POLYPHONIC = SHARED_DATA / "polyphonic"
+MIDI_DIR = SHARED_DATA / "midi"
+
+TINY_MUSIC = [
+    "model.hidden_size=32",
+    "model.embedding_dim=16",
+    "model.optimizer.lr=0.01",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "callbacks.sample_logger.every_n_epochs=1",
+    "callbacks.sample_logger.num_samples=2",
+    "callbacks.sample_logger.length=16",
+]
+
+
+@pytest.fixture(scope="session")
+def chorale_cache(tmp_path_factory) -> Path:
+    """A data dir in which music21's Bach chorales are built once (~40 s) for every test that needs them."""
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="session")
+def jsb_run(tmp_path_factory) -> Path:
+    """A tiny piano-roll model trained on the real JSB Chorales benchmark, shared by several tests."""
+    out = tmp_path_factory.mktemp("jsb_run")
+    train_run(
+        out,
+        [
+            "experiment=jsb_chorales",
+            f"data.path={POLYPHONIC / 'JSB_Chorales.mat'}",
+            *TINY_MUSIC,
+            "trainer.max_epochs=4",
+        ],
+    )
+    return out

@@ -1,13 +1,12 @@
 import torch
 
+from lm_music import midi
 from lm_music.decoding import generate
 from lm_music.errors import UserError
+from lm_music.midi import LOWEST_PITCH, NUM_KEYS
 from lm_music.models.pianoroll_rnn import PianoRollRNN
 from lm_music.models.rnn import detach_state
 from lm_music.modules.base import SequenceLM
-
-NUM_KEYS = 88
-LOWEST_PITCH = 21
 
 
 class PianoRollLM(SequenceLM):
@@ -136,3 +135,16 @@ class PianoRollLM(SequenceLM):
             lambda h: self.net.head.sample(h, temperature, generator),
         )
         return torch.cat([frames, rolls], dim=1).to(torch.uint8)
+
+    def tracker_samples(self, num_samples: int, length: int, temperature: float, generator) -> list[dict]:
+        rolls = self.sample(num_samples, length, temperature, generator=generator).cpu().numpy()
+        items = []
+        for i, roll in enumerate(rolls):
+            items.append({"kind": "image", "tag": f"samples/roll_{i}", "value": midi.roll_image(roll)})
+            if i == 0:
+                pm = midi.roll_to_midi(roll, self.hparams.frames_per_beat, self.hparams.fs)
+                audio, _ = midi.render_audio(pm, sample_rate=16000)
+                items.append(
+                    {"kind": "audio", "tag": "samples/audio_0", "value": audio, "sample_rate": 16000}
+                )
+        return items

@@ -1,0 +1,174 @@
+import json
+import math
+
+import numpy as np
+import pretty_midi
+import pytest
+import scipy.io.wavfile
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lm_music.checkpoints import load_checkpoint, module_from_checkpoint
+from lm_music.data.batching import pad_collate
+from lm_music.data.pianoroll import read_benchmark
+from lm_music.midi import midi_to_roll
+from lm_music.modules.pianoroll import PianoRollLM
+from tests.conftest import MIDI_DIR, POLYPHONIC, TINY_MUSIC, run_script, train_run
+
+
+@pytest.fixture(scope="module")
+def jsb():
+    return read_benchmark(POLYPHONIC / "JSB_Chorales.mat")
+
+
+def test_nll_follows_the_benchmark_protocol(jsb):
+    """sum over pieces of the NLL of frames 2..T, over sum(T_i - 1), in nats per frame, padding ignored."""
+    torch.manual_seed(0)
+    module = PianoRollLM(hidden_size=16, embedding_dim=8).eval()
+    rolls = [jsb["test"][0], jsb["test"][5][:7], jsb["test"][9][:1]]  # the last has no frame to score
+    batch = pad_collate([(r, -1) for r in rolls])
+    with torch.no_grad():
+        nll_sum, count, extra = module.loss_terms(batch)
+        by_hand, frames = 0.0, 0
+        for roll in rolls[:2]:
+            x = torch.from_numpy(roll).float()[None]
+            h, _ = module(x[:, :-1])
+            p = torch.sigmoid(module.net.head.linear(h)).double()
+            y = x[:, 1:].double()
+            by_hand += -(y * p.log() + (1 - y) * (1 - p).log()).sum().item()
+            frames += len(roll) - 1
+    assert count.item() == frames == len(rolls[0]) - 1 + 6
+    assert nll_sum.item() == pytest.approx(by_hand, rel=1e-5)
+    # An untrained model is close to p = 0.5 for every key: 88 ln 2 = 61 nats per frame.
+    assert 40 < nll_sum.item() / frames < 80
+
+
+def test_frame_accuracy_counts_true_and_false_keys():
+    module = PianoRollLM(hidden_size=4, embedding_dim=4)
+    with torch.no_grad():
+        module.net.head.linear.weight.zero_()
+        module.net.head.linear.bias.fill_(-5.0)
+        module.net.head.linear.bias[39] = 5.0  # always predicts exactly pitch 60
+    roll = np.zeros((3, 88), dtype=np.uint8)
+    roll[1, [39, 43]] = 1  # frame 2: predicted 60 right, missed 64
+    roll[2, 40] = 1  # frame 3: predicted 60 wrongly, missed 61
+    _, _, extra = module.loss_terms(pad_collate([(roll, -1)]))
+    true_pos, denominator = extra["frame_acc"]
+    assert true_pos.item() == 1 and denominator.item() == 4  # TP / (TP + FP + FN) = 1 / (1 + 1 + 2)
+
+
+def test_jsb_training_learns_and_logs_rolls_and_audio(jsb_run):
+    metrics = json.loads((jsb_run / "metrics.json").read_text())
+    # Every key at p = 0.5 costs 61 nats per frame; per-key base rates (no model of time) cost 11.1.
+    assert metrics["test/nll"] < 20 and metrics["val/nll"] == metrics["val/loss"]
+    assert 0 <= metrics["val/frame_acc"] <= 1
+    events = EventAccumulator(str(jsb_run / "tensorboard"), size_guidance={"images": 0, "audio": 0}).Reload()
+    assert "samples/roll_0" in events.Tags()["images"]
+    assert "samples/audio_0" in events.Tags()["audio"]
+    assert "val/nll" in events.Tags()["scalars"]
+
+
+def test_sampling_writes_midi_png_wav_and_is_seeded(jsb_run, tmp_path):
+    ckpt = jsb_run / "checkpoints" / "last.ckpt"
+    args = ["sample.py", f"ckpt_path={ckpt}", "num_samples=3", "length=48", "audio=true", "seed=3"]
+    first = run_script(*args, f"out_dir={tmp_path}/a")
+    assert first.returncode == 0, first.stderr
+    run_script(*args, f"out_dir={tmp_path}/b")
+    for i in range(3):
+        mid = tmp_path / "a" / f"sample_{i:03d}.mid"
+        assert mid.read_bytes() == (tmp_path / "b" / mid.name).read_bytes()
+        assert mid.with_suffix(".png").stat().st_size > 1000
+        rate, audio = scipy.io.wavfile.read(mid.with_suffix(".wav"))
+        assert rate == 22050 and len(audio) > rate
+        assert len(pretty_midi.PrettyMIDI(str(mid)).instruments[0].notes) > 0
+    assert "audio rendered with" in first.stderr + first.stdout
+
+    module = module_from_checkpoint(load_checkpoint(ckpt)).eval()
+    rolls = module.sample(3, 48, generator=torch.Generator().manual_seed(3)).numpy()
+    roll_back, _ = midi_to_roll(str(tmp_path / "a" / "sample_000.mid"), frames_per_beat=1)
+    np.testing.assert_array_equal(roll_back, rolls[0][: len(roll_back)])
+    assert not rolls[0][len(roll_back) :].any()  # only trailing silence is trimmed
+
+
+def test_prime_midi_is_continued(jsb_run, tmp_path):
+    prime = MIDI_DIR / "nottingham_jukedeck" / "train" / "jigs318.mid"
+    module = module_from_checkpoint(load_checkpoint(jsb_run / "checkpoints" / "last.ckpt")).eval()
+    roll, _ = midi_to_roll(str(prime), frames_per_beat=1)
+    out = module.sample(2, 10, prime=torch.from_numpy(roll[:8]), generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 18, 88)
+    np.testing.assert_array_equal(out[0, :8].numpy(), roll[:8])
+
+
+def test_truncated_backprop_steps_once_per_chunk(tmp_path):
+    metrics = train_run(
+        tmp_path,
+        [
+            "experiment=piano_midi",
+            f"data.path={POLYPHONIC / 'Piano_midi.mat'}",
+            *TINY_MUSIC,
+            "model.tbptt_steps=100",
+            "data.batch_size=8",
+            "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=1",
+            "trainer.limit_test_batches=1",
+            "trainer.max_epochs=1",
+        ],
+    )
+    # Two batches of Piano-midi.de pieces (hundreds to thousands of frames) give many 100-frame chunks,
+    # and each chunk is one optimiser step.
+    assert metrics["global_step"] > 10
+    assert math.isfinite(metrics["test/nll"])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["experiment=nottingham", f"data.path={POLYPHONIC / 'bl_pickles' / 'Nottingham.pickle'}"],
+        [
+            "experiment=musedata",
+            f"data.path={POLYPHONIC / 'bl_pickles' / 'jsb-chorales-quarter-original.pkl'}",
+        ],
+        ["experiment=midi_folder", f"data.path={MIDI_DIR / 'nottingham_jukedeck'}"],
+    ],
+    ids=["nottingham", "musedata", "midi_folder"],
+)
+def test_each_music_experiment_trains(tmp_path, overrides):
+    metrics = train_run(
+        tmp_path,
+        [
+            *overrides,
+            *TINY_MUSIC,
+            f"paths.data_dir={tmp_path}",
+            "trainer.max_steps=3",
+            "trainer.limit_val_batches=2",
+            "trainer.limit_test_batches=2",
+        ],
+    )
+    assert metrics["global_step"] == 3 and math.isfinite(metrics["val/nll"])
+
+
+def test_default_train_command_trains_on_bach_chorales(tmp_path, chorale_cache):
+    """`python train.py` with no experiment: music21's chorales, built once and cached."""
+    result = run_script(
+        "train.py",
+        *TINY_MUSIC,
+        f"paths.data_dir={chorale_cache}",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["test/nll"] < 61 and (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert list((chorale_cache / "cache").glob("*.npz"))
+
+
+def test_missing_benchmark_without_urls_says_where_to_get_it(tmp_path):
+    result = run_script(
+        "train.py",
+        "experiment=nottingham",
+        f"data.path={tmp_path}/Nottingham.mat",
+        "data.urls=[]",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "not found" in result.stderr and "data.path" in result.stderr
