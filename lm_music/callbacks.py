@@ -33,6 +33,31 @@ def log_samples(logger: Logger, items: list[dict], step: int) -> None:
         )
 
 
+@rank_zero_only
+def log_final_metrics(logger: Logger, params: dict, metrics: dict) -> None:
+    """The run's config against its final metrics: TensorBoard's HParams tab, W&B's run summary."""
+    if isinstance(logger, TensorBoardLogger):
+        from torch.utils.tensorboard.summary import hparams
+
+        # Not logger.log_hyperparams(params, metrics): that also logs the metrics as a point at step 0.
+        writer = logger.experiment._get_file_writer()
+        for summary in hparams(logger._sanitize_params(params), metrics):
+            writer.add_summary(summary)
+        logger.experiment.flush()
+    elif isinstance(logger, WandbLogger):
+        logger.experiment.summary.update(metrics)
+
+
+def finish_trackers(loggers: list[Logger]) -> None:
+    """Close trackers so that the next job of a multirun starts a run of its own."""
+    for logger in loggers:
+        logger.finalize("success")
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            wandb.finish()
+
+
 class SampleLogger(pl.Callback):
     """Every `every_n_epochs` validation epochs, draw a few samples from the model and log them."""
 

@@ -3,14 +3,18 @@
 import json
 import logging
 import math
+import os
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
+from lm_music.callbacks import finish_trackers, log_final_metrics
 from lm_music.checkpoints import load_checkpoint, module_from_checkpoint
 from lm_music.errors import UserError
 from lm_music.io import write_text_atomic
@@ -50,11 +54,29 @@ def write_metrics(path: Path, metrics: dict) -> None:
     write_text_atomic(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
 
+def _safe_strategy(cfg: DictConfig) -> str | None:
+    """`ddp` under a local Hydra multirun re-runs the whole sweep in each child process (each child starts
+    the script again), so such sweeps run `ddp_spawn`, which starts children inside this job. Under SLURM
+    every rank is a task of its own and `ddp` is right."""
+    strategy = cfg.trainer.get("strategy")
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if strategy == "ddp" and multirun and int(os.environ.get("SLURM_NTASKS", "1")) == 1:
+        log.warning("strategy=ddp inside a multirun re-launches the sweep in every rank: using ddp_spawn")
+        return "ddp_spawn"
+    return None
+
+
+def _quiet_wandb() -> None:
+    """W&B never prompts: offline unless the user has configured it (WANDB_MODE or WANDB_API_KEY)."""
+    if "WANDB_MODE" not in os.environ and "WANDB_API_KEY" not in os.environ:
+        os.environ["WANDB_MODE"] = "offline"
+    os.environ.setdefault("WANDB_SILENT", "true")
+
+
 def train(cfg: DictConfig) -> float | None:
     """Train and/or test as the config says; return `cfg.optimized_metric` for sweepers."""
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
-    output_dir = Path(cfg.paths.output_dir)
 
     checkpoint = load_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
     datamodule = instantiate(cfg.data)
@@ -72,8 +94,19 @@ def train(cfg: DictConfig) -> float | None:
         )
 
     callbacks = _instantiate_all(cfg.get("callbacks"))
+    _quiet_wandb()
     loggers = _instantiate_all(cfg.get("logger"))
+    try:
+        return _fit_and_test(cfg, datamodule, model, callbacks, loggers)
+    finally:
+        finish_trackers(loggers)
+
+
+def _fit_and_test(cfg: DictConfig, datamodule, model, callbacks: list, loggers: list) -> float | None:
+    output_dir = Path(cfg.paths.output_dir)
     manual = {}
+    if strategy := _safe_strategy(cfg):
+        manual["strategy"] = strategy
     if not model.automatic_optimization:
         # Truncated backprop steps the optimiser itself, so it clips too (Lightning refuses both at once).
         model.manual_gradient_clip_val = cfg.trainer.get("gradient_clip_val")
@@ -108,6 +141,8 @@ def train(cfg: DictConfig) -> float | None:
         }
     )
     write_metrics(output_dir / "metrics.json", result)
+    for logger in trainer.loggers:
+        log_final_metrics(logger, _flat_hparams(cfg), {k: v for k, v in result.items() if "/" in k and v is not None})
     log.info("metrics: %s", json.dumps(result))
     optimized = cfg.get("optimized_metric")
     if optimized and cfg.train and optimized not in result:
