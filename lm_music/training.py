@@ -49,6 +49,18 @@ def _finite_metrics(metrics: dict) -> dict:
     return out
 
 
+def _progress(trainer: pl.Trainer) -> dict:
+    """Steps and epochs trained. After ddp_spawn the main process's trainer ran none itself: the last
+    checkpoint, written by rank 0, knows."""
+    last = (
+        Path(trainer.checkpoint_callback.dirpath or "", "last.ckpt") if trainer.checkpoint_callback else None
+    )
+    if trainer.global_step == 0 and last is not None and last.is_file():
+        checkpoint = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+        return {"global_step": checkpoint["global_step"], "epoch": checkpoint["epoch"]}
+    return {"global_step": trainer.global_step, "epoch": trainer.current_epoch}
+
+
 @rank_zero_only
 def write_metrics(path: Path, metrics: dict) -> None:
     write_text_atomic(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
@@ -73,12 +85,25 @@ def _quiet_wandb() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
 
 
+def _resolve_ckpt_path(cfg: DictConfig) -> str | None:
+    """`ckpt_path=last` means this run dir's last checkpoint: resume with hydra.run.dir=RUN_DIR ckpt_path=last."""
+    if cfg.get("ckpt_path") != "last":
+        return cfg.get("ckpt_path")
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise UserError(
+            f"ckpt_path=last: no {last}; give the interrupted run's folder too: hydra.run.dir=RUN_DIR ckpt_path=last"
+        )
+    return str(last)
+
+
 def train(cfg: DictConfig) -> float | None:
     """Train and/or test as the config says; return `cfg.optimized_metric` for sweepers."""
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
 
-    checkpoint = load_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+    ckpt_path = _resolve_ckpt_path(cfg)
+    checkpoint = load_checkpoint(ckpt_path) if ckpt_path else None
     datamodule = instantiate(cfg.data)
     if checkpoint is not None:
         datamodule.adopt(checkpoint["hyper_parameters"])
@@ -89,7 +114,7 @@ def train(cfg: DictConfig) -> float | None:
         model = instantiate(cfg.model, **datamodule.model_kwargs(), _convert_="all")
     if checkpoint is not None and checkpoint.get("lm_music_task") != model.task:
         raise UserError(
-            f"{cfg.ckpt_path} is a {checkpoint.get('lm_music_task')} checkpoint, but this experiment trains "
+            f"{ckpt_path} is a {checkpoint.get('lm_music_task')} checkpoint, but this experiment trains "
             f"a {model.task} model: pick the matching experiment="
         )
 
@@ -97,12 +122,14 @@ def train(cfg: DictConfig) -> float | None:
     _quiet_wandb()
     loggers = _instantiate_all(cfg.get("logger"))
     try:
-        return _fit_and_test(cfg, datamodule, model, callbacks, loggers)
+        return _fit_and_test(cfg, ckpt_path, datamodule, model, callbacks, loggers)
     finally:
         finish_trackers(loggers)
 
 
-def _fit_and_test(cfg: DictConfig, datamodule, model, callbacks: list, loggers: list) -> float | None:
+def _fit_and_test(
+    cfg: DictConfig, ckpt_path: str | None, datamodule, model, callbacks: list, loggers: list
+) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     manual = {}
     if strategy := _safe_strategy(cfg):
@@ -116,9 +143,9 @@ def _fit_and_test(cfg: DictConfig, datamodule, model, callbacks: list, loggers: 
         logger.log_hyperparams(_flat_hparams(cfg))
 
     metrics: dict = {}
-    ckpt_for_test = cfg.get("ckpt_path")
+    ckpt_for_test = ckpt_path
     if cfg.train:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         ckpt_for_test = best or None
         # Report the validation metrics of the checkpoint kept as best (of the final weights if validation
@@ -134,15 +161,16 @@ def _fit_and_test(cfg: DictConfig, datamodule, model, callbacks: list, loggers: 
     result = _finite_metrics(metrics)
     result.update(
         {
-            "global_step": trainer.global_step,
-            "epoch": trainer.current_epoch,
+            **_progress(trainer),
             "best_checkpoint": best,
             "tested_checkpoint": str(ckpt_for_test) if ckpt_for_test else None,
         }
     )
     write_metrics(output_dir / "metrics.json", result)
     for logger in trainer.loggers:
-        log_final_metrics(logger, _flat_hparams(cfg), {k: v for k, v in result.items() if "/" in k and v is not None})
+        log_final_metrics(
+            logger, _flat_hparams(cfg), {k: v for k, v in result.items() if "/" in k and v is not None}
+        )
     log.info("metrics: %s", json.dumps(result))
     optimized = cfg.get("optimized_metric")
     if optimized and cfg.train and optimized not in result:

@@ -115,3 +115,13 @@ def test_datamodule_builds_vocab_from_train_split_only():
     batch = next(iter(dm.train_dataloader()))
     assert batch["sequences"].shape[0] == 8 and batch["labels"].shape == (8,)
     assert len(train_chars) > 60
+
+
+def test_evaluation_batches_are_split_across_ranks_without_repeats():
+    lengths = np.arange(1, 104)
+    ranks = [
+        list(LengthGroupedBatchSampler(lengths, 10, shuffle=False, num_replicas=2, rank=r)) for r in (0, 1)
+    ]
+    assert (len(ranks[0]), len(ranks[1])) == (6, 5)
+    seen = sorted(i for rank in ranks for batch in rank for i in batch)
+    assert seen == list(range(103))

@@ -172,3 +172,24 @@ def test_missing_benchmark_without_urls_says_where_to_get_it(tmp_path):
     )
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "not found" in result.stderr and "data.path" in result.stderr
+
+
+def test_resuming_with_ckpt_path_last_reaches_the_uninterrupted_weights(tmp_path):
+    common = [
+        "experiment=jsb_chorales",
+        f"data.path={POLYPHONIC / 'JSB_Chorales.mat'}",
+        *TINY_MUSIC,
+        "callbacks.sample_logger.every_n_epochs=100",
+        "test=false",
+        "seed=7",
+    ]
+    train_run(tmp_path / "whole", [*common, "trainer.max_epochs=2"])
+    train_run(tmp_path / "parts", [*common, "trainer.max_epochs=1"])
+    resumed = train_run(tmp_path / "parts", [*common, "trainer.max_epochs=2", "ckpt_path=last"])
+    whole = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.ckpt")
+    parts = load_checkpoint(tmp_path / "parts" / "checkpoints" / "last.ckpt")
+    assert whole["global_step"] == parts["global_step"] == resumed["global_step"] == 30
+    for name, tensor in whole["state_dict"].items():
+        assert torch.equal(tensor, parts["state_dict"][name]), name
+    # The resumed run continued the same TensorBoard folder.
+    assert len(list((tmp_path / "parts" / "tensorboard").glob("events.out.tfevents.*"))) >= 2

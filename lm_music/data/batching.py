@@ -36,8 +36,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
 
     Each epoch shuffles the sequences, sorts them by length inside windows of `batch_size * group_batches`
     sequences, cuts the windows into batches and shuffles the batches. Without shuffling the order is fixed
-    (sorted by length). Under data-parallel training each rank takes every `num_replicas`-th batch, the
-    batch list padded by repetition so that every rank runs the same number of steps.
+    (sorted by length). Under data parallelism each rank takes every `num_replicas`-th batch.
     """
 
     def __init__(
@@ -78,16 +77,19 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         batches = self._all_batches()
-        if self.num_replicas > 1:
+        if self.num_replicas > 1 and self.shuffle:
+            # Training: every rank must run the same number of steps, so repeat batches to fill the last round.
             per_rank = -(-len(batches) // self.num_replicas)
             batches = (batches * self.num_replicas)[: per_rank * self.num_replicas]
-            batches = batches[self.rank :: self.num_replicas]
-        for batch in batches:
+        # Evaluation: no repeats, so metrics pooled across ranks count every sequence exactly once.
+        for batch in batches[self.rank :: self.num_replicas]:
             yield batch.tolist()
 
     def __len__(self) -> int:
         num_batches = -(-len(self.lengths) // self.batch_size)
-        return -(-num_batches // self.num_replicas)
+        if self.shuffle:
+            return -(-num_batches // self.num_replicas)
+        return len(range(self.rank, num_batches, self.num_replicas))
 
 
 def padding_share(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
