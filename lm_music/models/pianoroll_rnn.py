@@ -53,5 +53,5 @@ class PianoRollRNN(nn.Module):
 
     def forward(self, frames: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """frames (B, T, K) 0/1 -> features (B, T, H) that the head turns into the next frame's distribution."""
-        h, state = self.rnn(self.input(frames), state)
+        h, state = self.rnn(self.dropout(self.input(frames)), state)
         return self.dropout(h), state

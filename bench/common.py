@@ -1,0 +1,29 @@
+"""What every benchmark script prints beside its figures: the machine and the software."""
+
+import contextlib
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+
+import torch
+
+
+def hardware() -> dict:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        if match := re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M):
+            cpu = match.group(1).strip()
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        git = ["git", "rev-parse", "--short", "HEAD"]
+        info["commit"] = subprocess.run(git, capture_output=True, text=True, check=True).stdout.strip()
+    return info
