@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from lm_music.data.batching import SequenceDataModule, SequenceDataset
 from lm_music.data.download import download
@@ -459,9 +460,15 @@ class PianoRollDataModule(SequenceDataModule):
         seed: int = 0,
         num_workers: int = 0,
         cache_dir: str = "data/cache",
+        augment_transpose: int = 0,
     ) -> None:
         super().__init__(batch_size, seed, num_workers)
         check_grid(frames_per_beat, fs)
+        if not 0 <= augment_transpose <= 12:
+            raise UserError(
+                f"data.augment_transpose must be 0 (off) to 12 semitones, got {augment_transpose}"
+            )
+        self.augment_transpose = augment_transpose
         self.source = source
         self.path = path
         self.urls = list(urls or [])
@@ -509,3 +516,28 @@ class PianoRollDataModule(SequenceDataModule):
             (np.flatnonzero(r[0]) + LOWEST_PITCH).tolist() for r in self.datasets["train"].sequences[:32]
         ]
         return {"frames_per_beat": self.frames_per_beat, "fs": self.fs, "openings": openings}
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Training batches only: transpose each piece by a random number of semitones (data augmentation),
+        seeded by the seed and the step, so a resumed run draws the same shifts."""
+        if self.augment_transpose and self.trainer is not None and self.trainer.training:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.trainer.global_step)
+            shifts = torch.randint(
+                -self.augment_transpose,
+                self.augment_transpose + 1,
+                (len(batch["lengths"]),),
+                generator=generator,
+            )
+            batch["sequences"] = transpose_rolls(batch["sequences"], shifts.tolist())
+        return batch
+
+
+def transpose_rolls(rolls: torch.Tensor, shifts: list[int]) -> torch.Tensor:
+    """Shift each roll (T, 88) of a batch by its number of semitones; notes pushed off the keyboard are lost."""
+    out = torch.zeros_like(rolls)
+    for i, shift in enumerate(shifts):
+        if shift >= 0:
+            out[i, :, shift:] = rolls[i, :, : rolls.shape[-1] - shift]
+        else:
+            out[i, :, :shift] = rolls[i, :, -shift:]
+    return out

@@ -27,7 +27,55 @@ class BernoulliHead(nn.Module):
         return torch.bernoulli(probs, generator=generator)
 
 
-HEADS = {"bernoulli": BernoulliHead}
+class NADEHead(nn.Module):
+    """The keys of a frame modelled jointly, as RNN-NADE (Boulanger-Lewandowski et al. 2012): a NADE over
+    the keys, low to high, whose visible and hidden biases come from the RNN state.
+
+    p(v) = prod_k p(v_k | v_<k, h) with p(v_k = 1 | ...) = sigmoid(b_v,k + V_k . sigmoid(b_h + sum_{j<k} v_j W_j)):
+    an exact likelihood, computed for all keys at once when the frame is known (training, scoring) and
+    drawn key by key when it is not (sampling).
+    """
+
+    def __init__(self, hidden_size: int, num_keys: int, nade_hidden: int = 150) -> None:
+        super().__init__()
+        self.to_visible_bias = nn.Linear(hidden_size, num_keys)
+        self.to_hidden_bias = nn.Linear(hidden_size, nade_hidden)
+        self.W = nn.Parameter(torch.randn(num_keys, nade_hidden) * 0.01)  # key j -> NADE hidden
+        self.V = nn.Parameter(torch.randn(num_keys, nade_hidden) * 0.01)  # NADE hidden -> key k
+
+    def logits(self, h: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """Logit of every key given the keys below it in `frames` (B, T, K) and the RNN state (B, T, H)."""
+        visible_bias = self.to_visible_bias(h).float()
+        hidden_bias = self.to_hidden_bias(h).float()
+        below = torch.cumsum(frames.unsqueeze(-1) * self.W, dim=-2) - frames.unsqueeze(-1) * self.W
+        hidden = torch.sigmoid(hidden_bias.unsqueeze(-2) + below)  # (B, T, K, nade_hidden)
+        return visible_bias + (hidden * self.V).sum(-1)
+
+    def nll(self, h: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(self.logits(h, frames), frames, reduction="none").sum(-1)
+
+    def _draw(self, h: torch.Tensor, choose) -> torch.Tensor:
+        """Key by key: `choose(logit of key k) -> 0/1` for the whole batch, each key seeing the ones drawn."""
+        visible_bias = self.to_visible_bias(h).float()
+        acts = self.to_hidden_bias(h).float()
+        keys = []
+        for k in range(self.W.shape[0]):
+            logit = visible_bias[..., k] + (torch.sigmoid(acts) * self.V[k]).sum(-1)
+            key = choose(logit)
+            acts = acts + key.unsqueeze(-1) * self.W[k]
+            keys.append(key)
+        return torch.stack(keys, dim=-1)
+
+    def predict(self, h: torch.Tensor) -> torch.Tensor:
+        return self._draw(h, lambda logit: (logit > 0).float())
+
+    def sample(self, h: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+        return self._draw(
+            h, lambda logit: torch.bernoulli(torch.sigmoid(logit / temperature), generator=generator)
+        )
+
+
+HEADS = {"bernoulli": BernoulliHead, "nade": NADEHead}
 
 
 class PianoRollRNN(nn.Module):
@@ -42,14 +90,21 @@ class PianoRollRNN(nn.Module):
         cell: str = "lstm",
         dropout: float = 0.0,
         head: str = "bernoulli",
+        nade_hidden: int = 150,
     ) -> None:
         super().__init__()
         if head not in HEADS:
             raise UserError(f"model.head must be one of {sorted(HEADS)}, got {head!r}")
+        if nade_hidden < 1:
+            raise UserError(f"model.nade_hidden must be at least 1, got {nade_hidden}")
         self.input = nn.Linear(num_keys, embedding_dim)
         self.dropout = nn.Dropout(dropout)
         self.rnn = make_rnn(cell, embedding_dim, hidden_size, num_layers, dropout)
-        self.head = HEADS[head](hidden_size, num_keys)
+        self.head = (
+            NADEHead(hidden_size, num_keys, nade_hidden)
+            if head == "nade"
+            else BernoulliHead(hidden_size, num_keys)
+        )
 
     def forward(self, frames: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """frames (B, T, K) 0/1 -> features (B, T, H) that the head turns into the next frame's distribution."""

@@ -32,6 +32,7 @@ class PianoRollLM(SequenceLM):
         embedding_dim: int = 512,
         dropout: float = 0.0,
         head: str = "bernoulli",
+        nade_hidden: int = 150,
         tbptt_steps: int | None = None,
         optimizer: dict | None = None,
         scheduler: dict | None = None,
@@ -48,7 +49,9 @@ class PianoRollLM(SequenceLM):
         self.automatic_optimization = not tbptt_steps
         self.manual_gradient_clip_val: float | None = None
         self.openings = [list(o) for o in (openings or [])]
-        self.net = PianoRollRNN(NUM_KEYS, embedding_dim, hidden_size, num_layers, cell, dropout, head)
+        self.net = PianoRollRNN(
+            NUM_KEYS, embedding_dim, hidden_size, num_layers, cell, dropout, head, nade_hidden
+        )
 
     def forward(self, frames: torch.Tensor, state=None):
         return self.net(frames, state)
