@@ -1,10 +1,17 @@
 """Side effects of training: samples sent to every tracker, on rank zero only."""
 
+import signal
+import threading
+from pathlib import Path
+
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import Logger, TensorBoardLogger, WandbLogger
-from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from lm_music.errors import UserError
 
 
 def log_samples(logger: Logger, items: list[dict], step: int) -> None:
@@ -83,3 +90,56 @@ class SampleLogger(pl.Callback):
         items = pl_module.tracker_samples(self.num_samples, self.length, self.temperature, generator)
         for logger in trainer.loggers:
             log_samples(logger, items, trainer.global_step)
+
+
+class SaveOnInterrupt(pl.Callback):
+    """Ctrl-C or SIGTERM (SLURM pre-emption sends it) during training: finish the batch, save `last.ckpt`,
+    exit. `hydra.run.dir=RUN_DIR ckpt_path=last` then continues exactly where the run stopped. A second
+    Ctrl-C stops at once."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+        self._interrupted = False
+        self._previous_handler = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGINT, self._previous_handler)
+            self._previous_handler = None
+
+    def _on_sigint(self, signum, frame) -> None:
+        self._interrupted = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C interrupts at once
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._interrupted:
+            raise KeyboardInterrupt
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        self.on_train_end(trainer, pl_module)
+        if not isinstance(exception, KeyboardInterrupt | SIGTERMException) or not trainer.training:
+            return
+        path = self.dirpath / "last.ckpt"
+        trainer.save_checkpoint(path)
+        rank_zero_info(
+            f"interrupted at step {trainer.global_step}: saved {path}; resume with "
+            f"hydra.run.dir={self.dirpath.parent} ckpt_path=last"
+        )
+
+
+class StopOnNonFiniteLoss(pl.Callback):
+    """A NaN or infinite training loss stops the run at that step, before any checkpoint holds bad weights."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not torch.isfinite(torch.as_tensor(loss)).all():
+            raise UserError(
+                f"the training loss became {float(loss)} at step {trainer.global_step}: the checkpoints kept are "
+                f"from before it; lower model.optimizer.lr or keep trainer.gradient_clip_val, then resume"
+            )

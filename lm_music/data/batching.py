@@ -4,7 +4,7 @@ Sequences are padded and masked, never packed: packed LSTMs are many times slowe
 (pytorch#149194). Grouping sequences of similar length into a batch keeps the padding small.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
@@ -57,6 +57,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
+        self.skip = 0  # batches of the next epoch to leave out (resuming an interrupted epoch)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -82,7 +83,8 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
             per_rank = -(-len(batches) // self.num_replicas)
             batches = (batches * self.num_replicas)[: per_rank * self.num_replicas]
         # Evaluation: no repeats, so metrics pooled across ranks count every sequence exactly once.
-        for batch in batches[self.rank :: self.num_replicas]:
+        skip, self.skip = self.skip, 0
+        for batch in batches[self.rank :: self.num_replicas][skip:]:
             yield batch.tolist()
 
     def __len__(self) -> int:
@@ -114,6 +116,24 @@ def pad_collate(items: list[tuple[np.ndarray, int]], pad_value: int = 0) -> dict
     return batch
 
 
+class ResumableDataLoader(DataLoader):
+    """A loader that Lightning saves and restores with the checkpoint (it has `state_dict`): resuming an
+    epoch that was interrupted, it leaves out the batches that the epoch already trained, so the resumed
+    run sees the batches the uninterrupted run would have seen."""
+
+    def __init__(self, *args, batches_done: Callable[[], int], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._batches_done = batches_done
+
+    def state_dict(self) -> dict:
+        return {"length_grouped": True}
+
+    def load_state_dict(self, state: dict) -> None:
+        # Called after Lightning restored its loops: their count of batches done in this epoch is the truth
+        # (the loader itself has already fetched one batch ahead).
+        self.batch_sampler.skip = self._batches_done()
+
+
 class SequenceDataModule(pl.LightningDataModule):
     """Loaders over `self.datasets` (filled by a subclass's `setup`), length-grouped and rank-aware.
 
@@ -140,13 +160,18 @@ class SequenceDataModule(pl.LightningDataModule):
             num_replicas=trainer.world_size if trainer else 1,
             rank=trainer.global_rank if trainer else 0,
         )
-        return DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            collate_fn=pad_collate,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        loader_args = {
+            "batch_sampler": sampler,
+            "collate_fn": pad_collate,
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+        }
+        if stage == "train" and trainer is not None:
+            progress = trainer.fit_loop.epoch_loop.batch_progress
+            return ResumableDataLoader(
+                dataset, batches_done=lambda: progress.current.completed, **loader_args
+            )
+        return DataLoader(dataset, **loader_args)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

@@ -64,6 +64,20 @@ class LyricsLM(SequenceLM):
         count = (targets != CharVocab.PAD).sum()
         return nll_sum, count, {"bpc": (nll_sum / math.log(2), count)}
 
+    @torch.no_grad()
+    def sequence_nll(
+        self, batch: dict, artists: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """NLL in nats of every sequence of a batch (B,) and its number of predicted characters (B,),
+        under `artists` (B,) instead of the batch's own labels when given (scoring a song as each artist)."""
+        ids = batch["sequences"].long()
+        inputs, targets = ids[:, :-1], ids[:, 1:]
+        logits, _ = self(inputs, artists if artists is not None else batch.get("labels"))
+        nll = F.cross_entropy(
+            logits.transpose(1, 2).float(), targets, ignore_index=CharVocab.PAD, reduction="none"
+        )
+        return nll.sum(1), (targets != CharVocab.PAD).sum(1)
+
     def artist_ids(self, artists: list[str]) -> list[int]:
         """Indices of artist names; an unknown name is a UserError that lists the known ones."""
         known = {a: i for i, a in enumerate(self.artists)}
