@@ -9,8 +9,9 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -22,8 +23,18 @@ from lm_music.io import write_text_atomic
 log = logging.getLogger(__name__)
 
 
+def build(node: DictConfig, **kwargs):
+    """hydra's instantiate, letting our one-line UserError through instead of Hydra's wrapped traceback."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, UserError):
+            raise err.__cause__ from None
+        raise
+
+
 def _instantiate_all(group: DictConfig | None) -> list:
-    return [instantiate(c) for c in (group or {}).values() if c is not None and "_target_" in c]
+    return [build(c) for c in (group or {}).values() if c is not None and "_target_" in c]
 
 
 def _flat_hparams(cfg: DictConfig) -> dict:
@@ -104,20 +115,20 @@ def train(cfg: DictConfig) -> float | None:
 
     ckpt_path = _resolve_ckpt_path(cfg)
     checkpoint = load_checkpoint(ckpt_path) if ckpt_path else None
-    datamodule = instantiate(cfg.data)
+    task = get_class(cfg.model._target_).task
+    if checkpoint is not None and checkpoint["lm_music_task"] != task:
+        raise UserError(
+            f"{ckpt_path} is a {checkpoint['lm_music_task']} checkpoint, but this experiment trains a {task} "
+            f"model: pick the matching experiment="
+        )
+    datamodule = build(cfg.data)
     if checkpoint is not None:
         datamodule.adopt(checkpoint["hyper_parameters"])
     datamodule.setup("fit")
     if checkpoint is not None and not cfg.train:
         model = module_from_checkpoint(checkpoint)
     else:
-        model = instantiate(cfg.model, **datamodule.model_kwargs(), _convert_="all")
-    if checkpoint is not None and checkpoint.get("lm_music_task") != model.task:
-        raise UserError(
-            f"{ckpt_path} is a {checkpoint.get('lm_music_task')} checkpoint, but this experiment trains "
-            f"a {model.task} model: pick the matching experiment="
-        )
-
+        model = build(cfg.model, **datamodule.model_kwargs(), _convert_="all")
     callbacks = _instantiate_all(cfg.get("callbacks"))
     _quiet_wandb()
     loggers = _instantiate_all(cfg.get("logger"))
@@ -138,7 +149,7 @@ def _fit_and_test(
         # Truncated backprop steps the optimiser itself, so it clips too (Lightning refuses both at once).
         model.manual_gradient_clip_val = cfg.trainer.get("gradient_clip_val")
         manual["gradient_clip_val"] = None
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **manual)
+    trainer: pl.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, **manual)
     for logger in trainer.loggers:
         logger.log_hyperparams(_flat_hparams(cfg))
 
