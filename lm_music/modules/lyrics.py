@@ -124,11 +124,14 @@ class LyricsLM(SequenceLM):
         return texts
 
     def tracker_samples(self, num_samples: int, length: int, temperature: float, generator) -> list[dict]:
-        artists = (
-            [self.artists[i % len(self.artists)] for i in range(num_samples)] if self.conditional else None
-        )
-        texts = self.sample(num_samples, length, temperature, artists=artists, generator=generator)
+        """Text samples for the trackers; a conditional model writes two for each of `num_samples` artists,
+        so that one can read whether a sample sounds like its artist."""
+        if not self.conditional:
+            texts = self.sample(num_samples, length, temperature, generator=generator)
+            return [{"kind": "text", "tag": f"samples/{i}", "value": t} for i, t in enumerate(texts)]
+        artists = [a for a in self.artists[:num_samples] for _ in range(2)]
+        texts = self.sample(len(artists), length, temperature, artists=artists, generator=generator)
         return [
-            {"kind": "text", "tag": f"samples/{i}" + (f" ({artists[i]})" if artists else ""), "value": text}
-            for i, text in enumerate(texts)
+            {"kind": "text", "tag": f"samples/{artist} ({i % 2})", "value": text}
+            for i, (artist, text) in enumerate(zip(artists, texts))
         ]
