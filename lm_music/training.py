@@ -150,8 +150,9 @@ def _fit_and_test(
         model.manual_gradient_clip_val = cfg.trainer.get("gradient_clip_val")
         manual["gradient_clip_val"] = None
     trainer: pl.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, **manual)
+    params = _flat_hparams(cfg)
     for logger in trainer.loggers:
-        logger.log_hyperparams(_flat_hparams(cfg))
+        logger.log_hyperparams(params)
 
     metrics: dict = {}
     ckpt_for_test = ckpt_path
@@ -179,9 +180,7 @@ def _fit_and_test(
     )
     write_metrics(output_dir / "metrics.json", result)
     for logger in trainer.loggers:
-        log_final_metrics(
-            logger, _flat_hparams(cfg), {k: v for k, v in result.items() if "/" in k and v is not None}
-        )
+        log_final_metrics(logger, params, {k: v for k, v in result.items() if "/" in k and v is not None})
     log.info("metrics: %s", json.dumps(result))
     optimized = cfg.get("optimized_metric")
     if optimized and cfg.train and optimized not in result:

@@ -73,6 +73,7 @@ MIDI_DIR = SHARED_DATA / "midi"
 TINY_MUSIC = [
     "model.hidden_size=32",
     "model.embedding_dim=16",
+    "model.nade_hidden=16",
     "model.optimizer.lr=0.01",
     "trainer.accelerator=cpu",
     "trainer.enable_progress_bar=false",

@@ -46,7 +46,7 @@ def test_nade_sampling_respects_the_seed():
 
 def test_a_few_steps_of_rnn_nade_on_jsb_lower_the_loss(tmp_path):
     common = ["experiment=jsb_chorales", f"data.path={POLYPHONIC / 'JSB_Chorales.mat'}", *TINY_MUSIC]
-    common += ["model.head=nade", "model.nade_hidden=16", "trainer.limit_val_batches=2", "test=false"]
+    common += ["model.head=nade", "trainer.limit_val_batches=2", "test=false"]
     common += ["callbacks.sample_logger.every_n_epochs=1"]
     before = train_run(tmp_path / "before", [*common, "trainer.max_steps=1"])
     after = train_run(tmp_path / "after", [*common, "trainer.max_steps=30"])

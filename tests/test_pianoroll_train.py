@@ -180,6 +180,7 @@ def test_resuming_with_ckpt_path_last_reaches_the_uninterrupted_weights(tmp_path
         f"data.path={POLYPHONIC / 'JSB_Chorales.mat'}",
         *TINY_MUSIC,
         "callbacks.sample_logger.every_n_epochs=100",
+        "data.batch_size=16",
         "test=false",
         "seed=7",
     ]

@@ -119,7 +119,7 @@ def test_ddp_sweep_runs_each_job_once_with_its_own_parameters(tmp_path):
     for job, hidden in (("0", 8), ("1", 12)):
         checkpoint = load_checkpoint(tmp_path / job / "checkpoints" / "last.ckpt")
         assert checkpoint["hyper_parameters"]["hidden_size"] == hidden
-        assert checkpoint["state_dict"]["net.head.linear.weight"].shape == (88, hidden)
+        assert checkpoint["state_dict"]["net.rnn.weight_hh_l0"].shape == (4 * hidden, hidden)
         assert checkpoint["global_step"] == 2
 
 
