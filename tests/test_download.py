@@ -13,9 +13,9 @@ import pytest
 from lm_music.data.download import download
 from lm_music.data.pianoroll import SPLITS, load_splits, read_benchmark
 from lm_music.errors import UserError
+from tests.conftest import POLYPHONIC
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-JSB_MAT = SHARED_DATA / "polyphonic" / "JSB_Chorales.mat"
+JSB_MAT = POLYPHONIC / "JSB_Chorales.mat"
 JSB_SHA256 = "ac0e608527cc411c7e21ef7d38be47f0de7fb6b13b3ae168b8eccf1c2a9b18d4"
 
 

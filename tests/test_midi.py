@@ -1,7 +1,5 @@
 """MIDI <-> roll on real files: grids, round trips, trimming, drums, transposition, PNG and WAV output."""
 
-from pathlib import Path
-
 import numpy as np
 import pretty_midi
 import pytest
@@ -21,18 +19,16 @@ from lm_music.midi import (
     seconds_to_frames,
     write_wav,
 )
+from tests.conftest import MIDI_DIR as MIDI
+from tests.conftest import POLYPHONIC
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-MIDI = SHARED_DATA / "midi"
 WHITE_KEYS = [0, 2, 4, 5, 7, 9, 11]
 
 
 @pytest.fixture(scope="module")
 def jsb_roll() -> np.ndarray:
     """A real benchmark piece (the first JSB training chorale), with rests inside."""
-    return scipy.io.loadmat(SHARED_DATA / "polyphonic" / "JSB_Chorales.mat")["traindata"][0][0].astype(
-        np.uint8
-    )
+    return scipy.io.loadmat(POLYPHONIC / "JSB_Chorales.mat")["traindata"][0][0].astype(np.uint8)
 
 
 def white_key_share(roll: np.ndarray) -> float:

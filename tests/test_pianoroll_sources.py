@@ -18,10 +18,8 @@ from lm_music.data.pianoroll import (
 )
 from lm_music.errors import UserError
 from lm_music.midi import LOWEST_PITCH, NUM_KEYS
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-POLYPHONIC = SHARED_DATA / "polyphonic"
-MIDI = SHARED_DATA / "midi"
+from tests.conftest import MIDI_DIR as MIDI
+from tests.conftest import POLYPHONIC
 
 # From the data README: (sequences, time steps) per split.
 JSB = {"train": (229, 13807), "valid": (76, 4602), "test": (77, 4725)}
