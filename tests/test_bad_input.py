@@ -136,3 +136,48 @@ def test_a_lyrics_checkpoint_given_to_a_music_experiment(lyrics_run, tmp_path):
         cwd=ROOT,
     )
     assert result.returncode != 0 and "is a lyrics checkpoint" in result.stderr
+
+
+def test_a_midi_folder_mixing_good_and_bad_files_trains_on_the_good_ones(tmp_path):
+    """Good files train; unreadable, note-less and drums-only files are skipped and summed up in one line."""
+    from tests.conftest import MIDI_DIR, TINY_MUSIC
+
+    folder = tmp_path / "midi"
+    folder.mkdir()
+    good = sorted((MIDI_DIR / "nottingham_jukedeck" / "train").glob("*.mid"))[:12]
+    bad = list((MIDI_DIR / "unreadable").iterdir()) + [MIDI_DIR / "odd_but_valid" / "tonejs" / "beat.mid"]
+    for file in good + bad:
+        (folder / file.name).symlink_to(file)
+    (folder / "truncated.mid").write_bytes(good[0].read_bytes()[:40])
+    (folder / "not_midi.mid").write_bytes(LYRICS_CSV.read_bytes()[:2000])
+    result = run_script(
+        "train.py",
+        "experiment=midi_folder",
+        f"data.path={folder}",
+        *TINY_MUSIC,
+        f"paths.data_dir={tmp_path}",
+        "trainer.max_steps=2",
+        f"hydra.run.dir={tmp_path}/run",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = (tmp_path / "run" / "train.log").read_text()
+    summary = [line for line in log.splitlines() if "MIDI files from" in line and "skipped" in line]
+    assert len(summary) == 1 and "read 12 MIDI files" in summary[0]
+    assert "truncated.mid" in log and "not_midi.mid" in log
+    assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_absurd_tempos_still_give_a_roll(tmp_path):
+    import pretty_midi
+
+    from lm_music.midi import midi_to_roll
+    from tests.conftest import MIDI_DIR
+
+    source = pretty_midi.PrettyMIDI(str(MIDI_DIR / "nottingham_jukedeck" / "train" / "jigs318.mid"))
+    for tempo in (4.0, 100_000.0):  # MIDI holds tempos down to about 3.6 beats per minute
+        pm = pretty_midi.PrettyMIDI(initial_tempo=tempo)
+        pm.instruments = source.instruments
+        pm.write(str(tmp_path / f"{tempo}.mid"))
+        beat_roll, _ = midi_to_roll(str(tmp_path / f"{tempo}.mid"), frames_per_beat=2)
+        time_roll, _ = midi_to_roll(str(tmp_path / f"{tempo}.mid"), frames_per_beat=None, fs=10)
+        assert beat_roll.sum() > 0 and time_roll.sum() > 0

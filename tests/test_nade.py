@@ -52,3 +52,18 @@ def test_a_few_steps_of_rnn_nade_on_jsb_lower_the_loss(tmp_path):
     after = train_run(tmp_path / "after", [*common, "trainer.max_steps=30"])
     assert after["val/nll"] < 0.6 * before["val/nll"]
     assert 0 <= after["val/frame_acc"] <= 1
+
+
+def test_transposition_augmentation_shifts_whole_pieces(tmp_path):
+    from lm_music.data.batching import pad_collate
+    from lm_music.data.pianoroll import read_benchmark, transpose_rolls
+
+    rolls = read_benchmark(POLYPHONIC / "JSB_Chorales.mat")["train"][:3]
+    batch = pad_collate([(r, -1) for r in rolls])["sequences"]
+    shifted = transpose_rolls(batch, [3, -2, 0])
+    assert torch.equal(shifted[0, :, 3:], batch[0, :, :-3]) and torch.equal(
+        shifted[1, :, :-2], batch[1, :, 2:]
+    )
+    assert torch.equal(shifted[2], batch[2])
+    assert shifted.sum() == batch.sum()  # JSB spans MIDI 43-96: nothing falls off the keyboard
+    assert torch.equal(transpose_rolls(shifted, [-3, 2, 0]), batch)
