@@ -47,7 +47,11 @@ def load_midi(path: str | Path) -> pretty_midi.PrettyMIDI:
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Tempo, Key or Time signature change events")
-        return pretty_midi.PrettyMIDI(str(path))
+        try:
+            return pretty_midi.PrettyMIDI(str(path))
+        except Exception as error:  # mido and pretty_midi raise many kinds of error on damaged files
+            reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            raise UserError(f"cannot read MIDI file {path} ({reason})") from None
 
 
 def seconds_to_frames(

@@ -174,10 +174,14 @@ def test_absurd_tempos_still_give_a_roll(tmp_path):
     from tests.conftest import MIDI_DIR
 
     source = pretty_midi.PrettyMIDI(str(MIDI_DIR / "nottingham_jukedeck" / "train" / "jigs318.mid"))
-    for tempo in (4.0, 100_000.0):  # MIDI holds tempos down to about 3.6 beats per minute
+    for tempo in (4.0, 2_000.0, 100_000.0):  # MIDI holds tempos down to about 3.6 beats per minute
         pm = pretty_midi.PrettyMIDI(initial_tempo=tempo)
         pm.instruments = source.instruments
         pm.write(str(tmp_path / f"{tempo}.mid"))
+    for tempo in (4.0, 2_000.0):
         beat_roll, _ = midi_to_roll(str(tmp_path / f"{tempo}.mid"), frames_per_beat=2)
         time_roll, _ = midi_to_roll(str(tmp_path / f"{tempo}.mid"), frames_per_beat=None, fs=10)
         assert beat_roll.sum() > 0 and time_roll.sum() > 0
+    # At 100,000 beats per minute the file needs more ticks than pretty_midi accepts: a clear error.
+    with pytest.raises(UserError, match=r"cannot read MIDI file .*100000.0.mid"):
+        midi_to_roll(str(tmp_path / "100000.0.mid"), frames_per_beat=2)
