@@ -79,7 +79,8 @@ def child(args) -> None:
             {
                 "rss_before_fit_mb": round(before),
                 "peak_rss_mb": round(peak_mb()),
-                "steps": trainer.global_step if not args.tbptt else args.steps,
+                "batches": args.steps,
+                "optimizer_steps": trainer.global_step,
                 "max_frames": max(lengths),
                 "mean_frames": round(float(np.mean(lengths))),
                 "fit_seconds": round(time.perf_counter() - start, 1),

@@ -53,7 +53,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)  # nothing here computes much: for the record only
 
     datasets = []
     lyrics_batch = OmegaConf.load(ROOT / "conf" / "data" / "lyrics.yaml").batch_size

@@ -93,7 +93,7 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="a quarter of the lengths")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--singles", type=int, default=8, help="batch-1 samples timed per repeat")
+    parser.add_argument("--singles", type=int, default=4, help="batch-1 samples timed per repeat")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-mkldnn", action="store_true", help="sample with oneDNN off (native LSTM)")
     parser.add_argument("--lyrics-ckpt")

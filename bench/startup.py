@@ -1,6 +1,6 @@
 """Start-up cost of the two entry points: wall time of a one-step training run and of a one-frame sample.
 
-    python bench/startup.py [--repeats 3]
+    python bench/startup.py [--repeats 3] [--threads 2]
 
 train: `python train.py experiment=jsb_chorales data.path=.../JSB_Chorales.mat trainer.max_steps=1 test=false`
 (in a temporary run folder). Besides the command's total wall time, a callback added from the command line
@@ -9,6 +9,12 @@ process start to the first step is reported too. sample: `python sample.py ckpt_
 length=1`, TINY a tiny checkpoint trained first. Medians over the repeats; then one run of each under
 `python -X importtime`, whose five slowest top-level packages (cumulative) are reported.
 """
+
+import os
+
+# On a shared machine, OpenMP threads that spin at barriers make timings swing 10x: the commands measured
+# here (children) wait passively; see bench/throughput.py.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import json
@@ -22,6 +28,7 @@ from datetime import date
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import hardware  # noqa: E402
@@ -53,12 +60,24 @@ def timed(command: list[str], importtime: bool = False) -> tuple[float, float, s
 
 
 def slowest_imports(stderr: str, n: int = 5) -> dict:
-    """Top-level packages by cumulative import time (ms), and the total of all top-level imports."""
+    """From `-X importtime`: the total, the n slowest packages imported by name (cumulative ms, nested: a
+    package's figure includes what it imports first), and the n packages whose own modules take longest
+    (self ms summed over each package's modules: exclusive, these add up to the total)."""
     rows = re.findall(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)$", stderr, re.M)
-    packages = {name: int(cumulative) / 1000 for _, cumulative, _, name in rows if "." not in name}
-    total = sum(int(cumulative) for _, cumulative, indent, _ in rows if len(indent) == 1) / 1000
-    top = sorted(packages.items(), key=lambda item: -item[1])[:n]
-    return {"import_total_ms": round(total), "slowest_imports_ms": {k: round(v) for k, v in top}}
+    total = sum(int(cumulative) for _, cumulative, indent, _ in rows if len(indent) == 1)
+    cumulative = {name: int(c) for _, c, _, name in rows if "." not in name}
+    own: dict[str, int] = {}
+    for self_us, _, _, name in rows:
+        own[name.split(".")[0]] = own.get(name.split(".")[0], 0) + int(self_us)
+
+    def top(times: dict) -> dict:
+        return {k: round(v / 1000) for k, v in sorted(times.items(), key=lambda item: -item[1])[:n]}
+
+    return {
+        "import_total_ms": round(total / 1000),
+        "slowest_imports_cumulative_ms": top(cumulative),
+        "slowest_packages_self_ms": top(own),
+    }
 
 
 def main() -> None:
@@ -66,7 +85,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of the commands")
     args = parser.parse_args()
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -125,6 +147,7 @@ def main() -> None:
                 "command": f"python {shown}",
                 "wall_seconds": round(statistics.median(walls), 2),
                 "wall_seconds_all": [round(w, 2) for w in walls],
+                "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
             }
             if firsts:
                 row["first_batch_seconds"] = round(statistics.median(firsts), 2)

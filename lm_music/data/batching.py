@@ -165,6 +165,9 @@ class SequenceDataModule(pl.LightningDataModule):
             "collate_fn": pad_collate,
             "num_workers": self.num_workers,
             "persistent_workers": self.num_workers > 0,
+            # Its own generator: otherwise every new iterator draws a worker seed from torch's global one,
+            # and a run resumed mid-epoch would see a different dropout stream from an uninterrupted one.
+            "generator": torch.Generator().manual_seed(self.seed),
         }
         if stage == "train" and trainer is not None:
             progress = trainer.fit_loop.epoch_loop.batch_progress

@@ -79,3 +79,19 @@ class SequenceLM(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["lm_music_task"] = self.task
+        # Dropout draws from torch's generator: a resumed run continues its stream, as if never stopped.
+        checkpoint["rng_state"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("rng_state")
+        if state is not None:
+            torch.set_rng_state(state["torch"])
+            if (
+                state["cuda"]
+                and torch.cuda.is_available()
+                and len(state["cuda"]) == torch.cuda.device_count()
+            ):
+                torch.cuda.set_rng_state_all(state["cuda"])
