@@ -1,7 +1,7 @@
 """Training throughput of the original model size (2 x 512 LSTM, embedding 512), fp32 and bf16.
 
     python bench/throughput.py [--quick] [--task lyrics music] [--precision 32-true bf16-mixed]
-                               [--steps 3] [--warmup 1] [--max-len 1000] [--threads 2]
+                               [--steps 3] [--music-steps 10] [--warmup 1] [--max-len 1000] [--threads 2]
 
 For each task and precision, on the same batches of the project's data module, interleaved step by step
 (so that all three see the same background load on a shared machine):
@@ -115,6 +115,7 @@ def make(task: str, args) -> tuple[pl.LightningDataModule, Callable]:
 
 
 def measure(task: str, precision: str, dm, new_module, args) -> dict:
+    timed = args.steps if task == "lyrics" else args.music_steps
     torch.manual_seed(0)
     module, plain = new_module(), new_module()
     plain.load_state_dict(module.state_dict())
@@ -124,7 +125,7 @@ def measure(task: str, precision: str, dm, new_module, args) -> dict:
         devices=1,
         precision=precision,
         max_epochs=1,
-        limit_train_batches=args.warmup + args.steps,
+        limit_train_batches=args.warmup + timed,
         limit_val_batches=0,
         num_sanity_val_steps=0,
         gradient_clip_val=1.0,
@@ -137,7 +138,7 @@ def measure(task: str, precision: str, dm, new_module, args) -> dict:
     )
     trainer.fit(module, datamodule=dm)
 
-    steps = range(args.warmup, args.warmup + args.steps)
+    steps = range(args.warmup, args.warmup + timed)
     b = bench
     cycle = {i: b.ends[i] - b.afters[i - 1] for i in steps}  # fetching batch i + its step, in Lightning
     wait = {i: b.starts[i] - b.afters[i - 1] for i in steps}
@@ -155,7 +156,7 @@ def measure(task: str, precision: str, dm, new_module, args) -> dict:
         "precision": precision,
         "batch_size": dm.batch_size,
         "max_len": args.max_len if task == "lyrics" else None,
-        "timed_steps": args.steps,
+        "timed_steps": timed,
         "mean_batch_shape": [round(statistics.mean(b.shapes[i][0][k] for i in steps), 1) for k in (0, 1)],
         "padding_share": round(1 - sum(real.values()) / sum(dense.values()), 4),
         "lightning_per_s": round(lightning),
@@ -182,7 +183,8 @@ def main() -> None:
     )
     parser.add_argument("--task", nargs="+", default=["lyrics", "music"], choices=["lyrics", "music"])
     parser.add_argument("--precision", nargs="+", default=["32-true", "bf16-mixed"])
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per path")
+    parser.add_argument("--steps", type=int, default=3, help="timed lyrics steps per path")
+    parser.add_argument("--music-steps", type=int, default=10, help="timed music steps per path")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (at least 1)")
     parser.add_argument("--max-len", type=int, default=1000, help="lyrics windows (data.max_len)")
     parser.add_argument("--music-batch", type=int, default=32, help="Nottingham batch size")

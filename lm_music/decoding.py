@@ -1,5 +1,6 @@
 """Batched step-by-step generation: the prefix is read once, then the RNN state is carried one step at a time."""
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -15,14 +16,21 @@ def generate(
 
     `step(inputs (B, T, ...), state) -> (logits (B, T, ...), state)`; `draw(logits (B, ...)) -> (B, ...)`.
     Returns the drawn steps (B, length, ...), without the prime.
+
+    oneDNN is switched off on the CPU here: its LSTM pays a fixed cost of several milliseconds a call, which
+    is nearly all of a one-step call's time (bench/sampling.py). Training keeps it: there it is the fast path.
     """
-    logits, state = step(prime, None)
-    drawn = []
-    for i in range(length):
-        token = draw(logits[:, -1])
-        drawn.append(token)
-        if i + 1 < length:
-            logits, state = step(token[:, None], state)
+    with warnings.catch_warnings():
+        # flags() warns that oneDNN's TF32 needs an Intel GPU: true, and nothing a user can act on.
+        warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
+        with torch.backends.mkldnn.flags(enabled=prime.device.type != "cpu"):
+            logits, state = step(prime, None)
+            drawn = []
+            for i in range(length):
+                token = draw(logits[:, -1])
+                drawn.append(token)
+                if i + 1 < length:
+                    logits, state = step(token[:, None], state)
     return torch.stack(drawn, dim=1)
 
 

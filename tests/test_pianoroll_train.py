@@ -44,7 +44,7 @@ def test_nll_follows_the_benchmark_protocol(jsb):
 
 
 def test_frame_accuracy_counts_true_and_false_keys():
-    module = PianoRollLM(hidden_size=4, embedding_dim=4)
+    module = PianoRollLM(hidden_size=4, embedding_dim=4).eval()  # frame accuracy is an evaluation metric
     with torch.no_grad():
         module.net.head.linear.weight.zero_()
         module.net.head.linear.bias.fill_(-5.0)
