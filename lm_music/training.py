@@ -156,18 +156,29 @@ def _fit_and_test(
 
     metrics: dict = {}
     ckpt_for_test = ckpt_path
+    evaluator = trainer
     if cfg.train:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         ckpt_for_test = best or None
+        if getattr(trainer.strategy, "_start_method", None) == "spawn":
+            # The final evaluation of a ddp_spawn run needs no new processes (slow, and their children have
+            # been seen to abort at exit): one process on one device scores the same pooled metrics.
+            evaluator = build(cfg.trainer, devices=1, strategy="auto", logger=loggers or False, callbacks=[])
+            if best:
+                model.load_state_dict(load_checkpoint(best)["state_dict"])
         # Report the validation metrics of the checkpoint kept as best (of the final weights if validation
         # never ran), not those of whichever epoch came last.
+        own = evaluator is trainer  # a fresh evaluator has the best weights loaded already
         metrics.update(
-            trainer.validate(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0]
+            evaluator.validate(
+                model, datamodule=datamodule, ckpt_path=(best or None) if own else None, verbose=False
+            )[0]
         )
         metrics["best_checkpoint"] = best
     if cfg.test:
-        metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_for_test, verbose=False)[0])
+        test_ckpt = ckpt_for_test if evaluator is trainer else None
+        metrics.update(evaluator.test(model, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)[0])
 
     best = metrics.pop("best_checkpoint", None)
     result = _finite_metrics(metrics)

@@ -116,7 +116,23 @@ def pad_collate(items: list[tuple[np.ndarray, int]], pad_value: int = 0) -> dict
     return batch
 
 
-class ResumableDataLoader(DataLoader):
+class RandomStateNeutralDataLoader(DataLoader):
+    """A loader whose iterators leave torch's global random state alone.
+
+    A DataLoader draws a base seed from torch's global generator for every new iterator. A run resumed
+    mid-epoch creates iterators at other moments than an uninterrupted one, so its dropout stream would
+    differ. (Giving the loader a generator of its own avoids the draw too, but made ddp_spawn children
+    abort at exit now and then.)
+    """
+
+    def __iter__(self):
+        state = torch.get_rng_state()
+        iterator = super().__iter__()
+        torch.set_rng_state(state)
+        return iterator
+
+
+class ResumableDataLoader(RandomStateNeutralDataLoader):
     """A loader that Lightning saves and restores with the checkpoint (it has `state_dict`): resuming an
     epoch that was interrupted, it leaves out the batches that the epoch already trained, so the resumed
     run sees the batches the uninterrupted run would have seen."""
@@ -165,16 +181,13 @@ class SequenceDataModule(pl.LightningDataModule):
             "collate_fn": pad_collate,
             "num_workers": self.num_workers,
             "persistent_workers": self.num_workers > 0,
-            # Its own generator: otherwise every new iterator draws a worker seed from torch's global one,
-            # and a run resumed mid-epoch would see a different dropout stream from an uninterrupted one.
-            "generator": torch.Generator().manual_seed(self.seed),
         }
         if stage == "train" and trainer is not None:
             progress = trainer.fit_loop.epoch_loop.batch_progress
             return ResumableDataLoader(
                 dataset, batches_done=lambda: progress.current.completed, **loader_args
             )
-        return DataLoader(dataset, **loader_args)
+        return RandomStateNeutralDataLoader(dataset, **loader_args)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

@@ -52,6 +52,18 @@ class SequenceLM(pl.LightningModule):
             self.log(f"{stage}/{name}", metric, prog_bar=name == "loss", batch_size=batch_size)
         return loss
 
+    def _reset_pooled(self, stage: str) -> None:
+        # A module that comes back from ddp_spawn children can carry metric state it never sums again.
+        for name, metric in self.pooled.items():
+            if name.startswith(f"{stage}_"):
+                metric.reset()
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset_pooled("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._reset_pooled("test")
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")
 
