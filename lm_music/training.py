@@ -165,20 +165,16 @@ def _fit_and_test(
             # The final evaluation of a ddp_spawn run needs no new processes (slow, and their children have
             # been seen to abort at exit): one process on one device scores the same pooled metrics.
             evaluator = build(cfg.trainer, devices=1, strategy="auto", logger=loggers or False, callbacks=[])
-            if best:
-                model.load_state_dict(load_checkpoint(best)["state_dict"])
         # Report the validation metrics of the checkpoint kept as best (of the final weights if validation
         # never ran), not those of whichever epoch came last.
-        own = evaluator is trainer  # a fresh evaluator has the best weights loaded already
         metrics.update(
-            evaluator.validate(
-                model, datamodule=datamodule, ckpt_path=(best or None) if own else None, verbose=False
-            )[0]
+            evaluator.validate(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0]
         )
         metrics["best_checkpoint"] = best
     if cfg.test:
-        test_ckpt = ckpt_for_test if evaluator is trainer else None
-        metrics.update(evaluator.test(model, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)[0])
+        metrics.update(
+            evaluator.test(model, datamodule=datamodule, ckpt_path=ckpt_for_test, verbose=False)[0]
+        )
 
     best = metrics.pop("best_checkpoint", None)
     result = _finite_metrics(metrics)
