@@ -30,9 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import hardware  # noqa: E402
 
 from lm_music.checkpoints import load_checkpoint, module_from_checkpoint  # noqa: E402
-from lm_music.data.lyrics import CharVocab, read_lyrics_csv  # noqa: E402
+from lm_music.data.lyrics import read_lyrics_csv  # noqa: E402
 from lm_music.modules.lyrics import LyricsLM  # noqa: E402
 from lm_music.modules.pianoroll import PianoRollLM  # noqa: E402
+from lm_music.vocab import CharVocab  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -1,4 +1,5 @@
-"""The sampling run behind `sample.py`: a checkpoint in, samples out; the dataset is never read."""
+"""The sampling run behind `sample.py`: a checkpoint in, samples out; neither the dataset nor Lightning is
+loaded."""
 
 import logging
 from pathlib import Path
@@ -6,9 +7,10 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from lm_music.checkpoints import load_checkpoint, module_from_checkpoint
+from lm_music.checkpoints import load_checkpoint
 from lm_music.errors import UserError
 from lm_music.io import atomic_path, write_text_atomic
+from lm_music.samplers import SAMPLERS, LyricsSampler, PianoRollSampler
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +30,14 @@ def _check_args(cfg: DictConfig) -> None:
         raise UserError(f"top_p must be in (0, 1] (or null), got {cfg.top_p}")
 
 
-def sample_lyrics(module, cfg: DictConfig, generator: torch.Generator, out_dir: Path) -> list[Path]:
+def sample_lyrics(
+    sampler: LyricsSampler, cfg: DictConfig, generator: torch.Generator, out_dir: Path
+) -> list[Path]:
     artists = [cfg.artist] * cfg.num_samples if cfg.get("artist") else None
-    if artists is None and module.conditional:
-        artists = [module.artists[i % len(module.artists)] for i in range(cfg.num_samples)]
+    if artists is None and sampler.conditional:
+        artists = [sampler.artists[i % len(sampler.artists)] for i in range(cfg.num_samples)]
         log.info("no artist= given: cycling through the model's artists")
-    texts = module.sample(
+    texts = sampler.sample(
         cfg.num_samples,
         cfg.length,
         temperature=cfg.temperature,
@@ -54,10 +58,12 @@ def sample_lyrics(module, cfg: DictConfig, generator: torch.Generator, out_dir: 
     return [path]
 
 
-def sample_music(module, cfg: DictConfig, generator: torch.Generator, out_dir: Path) -> list[Path]:
+def sample_music(
+    sampler: PianoRollSampler, cfg: DictConfig, generator: torch.Generator, out_dir: Path
+) -> list[Path]:
     from lm_music import midi  # pretty_midi and matplotlib: only music sampling needs them
 
-    grid = {"frames_per_beat": module.hparams.frames_per_beat, "fs": module.hparams.fs}
+    grid = {"frames_per_beat": sampler.frames_per_beat, "fs": sampler.fs}
     prime = None
     if cfg.get("prime_midi"):
         if not Path(cfg.prime_midi).is_file():
@@ -66,7 +72,7 @@ def sample_music(module, cfg: DictConfig, generator: torch.Generator, out_dir: P
         if len(roll) == 0:
             raise UserError(f"{cfg.prime_midi} has no notes to continue: give another prime_midi")
         prime = torch.from_numpy(roll[: cfg.prime_frames])
-    rolls = module.sample(cfg.num_samples, cfg.length, cfg.temperature, prime, generator).cpu().numpy()
+    rolls = sampler.sample(cfg.num_samples, cfg.length, cfg.temperature, prime, generator).cpu().numpy()
     written = []
     for i, roll in enumerate(rolls):
         pm = midi.roll_to_midi(roll, **grid, tempo=cfg.tempo, velocity=cfg.velocity)
@@ -90,12 +96,12 @@ def sample(cfg: DictConfig) -> list[Path]:
     _check_args(cfg)
     checkpoint = load_checkpoint(cfg.ckpt_path)
     device = torch.device(cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
-    module = module_from_checkpoint(checkpoint).to(device).eval()
+    sampler = SAMPLERS[checkpoint["lm_music_task"]].from_checkpoint(checkpoint, device)
     generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
     out_dir = Path(cfg.out_dir)
-    if module.task == "lyrics":
-        written = sample_lyrics(module, cfg, generator, out_dir)
+    if sampler.task == "lyrics":
+        written = sample_lyrics(sampler, cfg, generator, out_dir)
     else:
-        written = sample_music(module, cfg, generator, out_dir)
+        written = sample_music(sampler, cfg, generator, out_dir)
     log.info("wrote %s", ", ".join(str(p) for p in written))
     return written

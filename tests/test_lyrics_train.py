@@ -52,6 +52,22 @@ def test_sample_script_writes_samples(lyrics_run, tmp_path):
     assert text.count("=== sample") == 2 and "(ABBA)" in text and "\nWhy" in text
     assert "=== sample 0 (ABBA) ===" in one.stdout
 
+    # sample.py loads only the sampler; the Lightning module draws the same text through it.
+    module = module_from_checkpoint(load_checkpoint(lyrics_run / "checkpoints" / "last.ckpt")).eval()
+    texts = module.sample(
+        2, 60, prime="Why", artists=["ABBA"] * 2, generator=torch.Generator().manual_seed(5)
+    )
+    assert all(f"\n{t}\n" in text for t in texts)
+
+
+def test_sampling_imports_neither_lightning_nor_the_data_side():
+    """What keeps `sample.py` quick to start (bench/startup.py): the sampling path stays out of them."""
+    heavy = ("pytorch_lightning", "torchmetrics", "pandas", "matplotlib", "scipy", "music21")
+    code = f"import sys, lm_music.generation; print([m for m in {heavy!r} if m in sys.modules])"
+    result = run_script("-c", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
 
 def test_evaluating_a_checkpoint_reproduces_its_test_metrics(lyrics_run, tmp_path):
     trained = json.loads((lyrics_run / "metrics.json").read_text())

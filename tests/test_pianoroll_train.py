@@ -120,6 +120,44 @@ def test_truncated_backprop_steps_once_per_chunk(tmp_path):
     assert math.isfinite(metrics["test/nll"])
 
 
+def test_truncated_backprop_drops_ended_pieces_from_later_chunks(jsb):
+    """Chunks run only the pieces still going (no padding computed) and train exactly as the padded batch."""
+    import copy
+
+    import pytorch_lightning as pl
+
+    torch.manual_seed(0)
+    module = PianoRollLM(hidden_size=16, embedding_dim=8, tbptt_steps=16)
+    reference = copy.deepcopy(module)
+    rolls = [jsb["train"][0][:20], jsb["train"][4][:70], jsb["train"][2][:40]]  # 19, 69 and 39 scored frames
+    batch = pad_collate([(r, -1) for r in rolls])
+
+    rows_seen = []
+    module.net.rnn.register_forward_hook(lambda _m, args, _out: rows_seen.append(args[0].shape[0]))
+    loader = torch.utils.data.DataLoader([batch], batch_size=None)
+    trainer = pl.Trainer(
+        max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=0
+    )
+    trainer.fit(module, train_dataloaders=loader)
+    assert rows_seen == [3, 3, 2, 1, 1]  # chunks starting at 0, 16, 32, 48, 64
+
+    # The old way: every chunk runs the whole padded batch, the ended rows masked out of the loss.
+    optimizer = torch.optim.Adam(reference.parameters(), lr=1e-3)
+    inputs, targets, mask = PianoRollLM._split(batch)
+    state = None
+    for start in range(0, inputs.shape[1], 16):
+        chunk = slice(start, start + 16)
+        nll_sum, count, _, state = reference._terms(
+            inputs[:, chunk], targets[:, chunk], mask[:, chunk], state, with_accuracy=False
+        )
+        optimizer.zero_grad()
+        (nll_sum / count).backward()
+        optimizer.step()
+        state = tuple(s.detach() for s in state)
+    for trained, expected in zip(module.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(trained, expected, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "overrides",
     [

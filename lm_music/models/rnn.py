@@ -21,5 +21,11 @@ def make_rnn(cell: str, input_size: int, hidden_size: int, num_layers: int, drop
     )
 
 
-def detach_state(state: State) -> State:
-    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+def carry_state(state: State, rows: int) -> State:
+    """The detached state of the first `rows` sequences: what truncated backprop carries into the next chunk
+    once the shorter sequences of a longest-first batch have ended."""
+
+    def cut(s: torch.Tensor) -> torch.Tensor:
+        return s[:, :rows].detach().contiguous()
+
+    return tuple(cut(s) for s in state) if isinstance(state, tuple) else cut(state)

@@ -1,12 +1,10 @@
 import torch
 
 from lm_music import midi
-from lm_music.decoding import generate
 from lm_music.errors import UserError
-from lm_music.midi import LOWEST_PITCH, NUM_KEYS
-from lm_music.models.pianoroll_rnn import PianoRollRNN
-from lm_music.models.rnn import detach_state
+from lm_music.models.rnn import carry_state
 from lm_music.modules.base import SequenceLM
+from lm_music.samplers import PianoRollSampler
 
 
 class PianoRollLM(SequenceLM):
@@ -15,7 +13,7 @@ class PianoRollLM(SequenceLM):
     `nll` is nats per frame summed over the 88 keys, pooled over a split as sum(NLL) / sum(T_i - 1), the first
     frame never scored (Bai, Kolter and Koltun 2018); `frame_acc` is TP / (TP + FP + FN) of the most likely
     frame (Bay et al. 2009). With `tbptt_steps`, training runs chunks of that many frames, one optimiser step
-    each, carrying the detached RNN state from chunk to chunk.
+    each, carrying the detached RNN state from chunk to chunk; pieces that have ended leave the later chunks.
     """
 
     task = "pianoroll"
@@ -48,10 +46,8 @@ class PianoRollLM(SequenceLM):
         self.tbptt_steps = tbptt_steps
         self.automatic_optimization = not tbptt_steps
         self.manual_gradient_clip_val: float | None = None
-        self.openings = [list(o) for o in (openings or [])]
-        self.net = PianoRollRNN(
-            NUM_KEYS, embedding_dim, hidden_size, num_layers, cell, dropout, head, nade_hidden
-        )
+        self.sampler = PianoRollSampler.from_hparams(self.hparams)
+        self.net = self.sampler.net
 
     def forward(self, frames: torch.Tensor, state=None):
         return self.net(frames, state)
@@ -90,20 +86,27 @@ class PianoRollLM(SequenceLM):
             return super().training_step(batch, batch_idx)
         optimizer = self.optimizers()
         inputs, targets, mask = self._split(batch)
+        # Longest piece first, so that the pieces still running in a chunk are its first rows: the ended ones
+        # drop out of the chunk and of the carried state instead of being computed as padding.
+        order = torch.argsort(batch["lengths"], descending=True)
+        inputs, targets, mask = inputs[order], targets[order], mask[order]
+        scored = (batch["lengths"][order] - 1).tolist()
         state, total, frames = None, 0.0, 0.0
         for start in range(0, inputs.shape[1], self.tbptt_steps):
+            rows = sum(n > start for n in scored)
+            if rows == 0:
+                break
+            if state is not None:
+                state = carry_state(state, rows)
             chunk = slice(start, start + self.tbptt_steps)
             nll_sum, count, _, state = self._terms(
-                inputs[:, chunk], targets[:, chunk], mask[:, chunk], state, with_accuracy=False
+                inputs[:rows, chunk], targets[:rows, chunk], mask[:rows, chunk], state, with_accuracy=False
             )
-            if count == 0:
-                break
             optimizer.zero_grad()
             self.manual_backward(nll_sum / count)
             if self.manual_gradient_clip_val:
                 self.clip_gradients(optimizer, gradient_clip_val=self.manual_gradient_clip_val)
             optimizer.step()
-            state = detach_state(state)
             total, frames = total + nll_sum.detach(), frames + count
         scheduler = self.lr_schedulers()
         if scheduler is not None:
@@ -112,33 +115,9 @@ class PianoRollLM(SequenceLM):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["lengths"].numel())
         return loss
 
-    def sample(
-        self,
-        num_samples: int,
-        length: int,
-        temperature: float = 1.0,
-        prime: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """`num_samples` rolls (B, P + length, 88) uint8 drawn as one batch: `prime` (P, 88), or else the
-        opening frame of a training piece chosen at random (P = 1), then `length` drawn frames."""
-        if prime is None:
-            frames = torch.zeros(num_samples, 1, NUM_KEYS, device=self.device)
-            if self.openings:
-                picks = torch.randint(
-                    len(self.openings), (num_samples,), generator=generator, device=self.device
-                )
-                for i, pick in enumerate(picks.tolist()):
-                    frames[i, 0, [p - LOWEST_PITCH for p in self.openings[pick]]] = 1.0
-        else:
-            frames = prime.to(self.device).float()[None].expand(num_samples, -1, -1)
-        rolls = generate(
-            lambda x, state: self(x, state),
-            frames,
-            length,
-            lambda h: self.net.head.sample(h, temperature, generator),
-        )
-        return torch.cat([frames, rolls], dim=1).to(torch.uint8)
+    def sample(self, num_samples: int, length: int, temperature: float = 1.0, **kwargs) -> torch.Tensor:
+        """See `PianoRollSampler.sample`."""
+        return self.sampler.sample(num_samples, length, temperature, **kwargs)
 
     def tracker_samples(self, num_samples: int, length: int, temperature: float, generator) -> list[dict]:
         rolls = self.sample(num_samples, length, temperature, generator=generator).cpu().numpy()

@@ -1,0 +1,175 @@
+"""Sampling a trained model without Lightning.
+
+A sampler is the network plus what drawing from it needs (vocabulary and artists, or the time grid and
+opening frames), built from a checkpoint's hyperparameters. The Lightning modules build their network
+through one and sample through it, so `sample.py`, which loads only the sampler (and so starts without
+importing Lightning), draws exactly what a training run's tracker samples draw.
+"""
+
+import inspect
+from collections.abc import Mapping
+
+import torch
+
+from lm_music.decoding import categorical_draw, generate
+from lm_music.errors import UserError
+from lm_music.midi import LOWEST_PITCH, NUM_KEYS
+from lm_music.models.char_rnn import CharRNN
+from lm_music.models.pianoroll_rnn import PianoRollRNN
+from lm_music.vocab import CharVocab
+
+
+class Sampler:
+    task = ""
+    net: torch.nn.Module
+
+    @classmethod
+    def from_hparams(cls, hparams: Mapping) -> "Sampler":
+        """The sampler of a model's hyperparameters, leaving out those of training (optimiser, ...)."""
+        wanted = inspect.signature(cls.__init__).parameters
+        return cls(**{k: v for k, v in hparams.items() if k in wanted})
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict, device: torch.device | str = "cpu") -> "Sampler":
+        """The sampler of a checkpoint's model, weights loaded, on `device`, in eval mode."""
+        sampler = cls.from_hparams(checkpoint["hyper_parameters"])
+        weights = {k[len("net.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+        sampler.net.load_state_dict(weights)
+        sampler.net.to(device).eval()
+        return sampler
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+
+class LyricsSampler(Sampler):
+    """A character RNN with its vocabulary and artists: text in, text out."""
+
+    task = "lyrics"
+
+    def __init__(
+        self,
+        vocab: str,
+        artists: list[str] | None = None,
+        conditional: bool = False,
+        cell: str = "lstm",
+        num_layers: int = 2,
+        hidden_size: int = 512,
+        embedding_dim: int = 512,
+        artist_embedding_dim: int = 512,
+        dropout: float = 0.0,
+    ) -> None:
+        self.vocab = CharVocab(vocab)
+        self.artists = list(artists or [])
+        if conditional and not self.artists:
+            raise UserError(
+                "a conditional lyrics model needs artists: set data.artist_column to the CSV's artist column"
+            )
+        self.conditional = conditional
+        self.net = CharRNN(
+            vocab_size=len(self.vocab),
+            embedding_dim=embedding_dim,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            cell=cell,
+            dropout=dropout,
+            num_artists=len(self.artists) if conditional else 0,
+            artist_embedding_dim=artist_embedding_dim,
+        )
+
+    def artist_ids(self, artists: list[str]) -> list[int]:
+        """Indices of artist names; an unknown name is a UserError that lists the known ones."""
+        known = {a: i for i, a in enumerate(self.artists)}
+        unknown = [a for a in artists if a not in known]
+        if unknown:
+            shown = ", ".join(self.artists[:30]) + (" ..." if len(self.artists) > 30 else "")
+            raise UserError(f"unknown artist {unknown[0]!r}; this model knows {len(self.artists)}: {shown}")
+        return [known[a] for a in artists]
+
+    def sample(
+        self,
+        num_samples: int,
+        length: int,
+        temperature: float = 1.0,
+        prime: str = "",
+        artists: list[str] | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> list[str]:
+        """`num_samples` texts drawn as one batch: the prime, then up to `length` characters (fewer where the
+        model ends the song). `artists` (one per sample) is for conditional models only."""
+        if artists is not None and not self.conditional:
+            raise UserError("artist= was given, but this model is not conditioned on artists: leave it out")
+        if self.conditional and artists is None:
+            raise UserError(
+                f"this model is conditioned on artists: pass artist=NAME, e.g. {self.artists[0]!r}"
+            )
+        labels = None
+        if artists is not None:
+            labels = torch.tensor(self.artist_ids(artists), device=self.device)
+        prime_ids = torch.as_tensor(self.vocab.encode(prime, bos=True), device=self.device).long()
+        ids = generate(
+            lambda x, state: self.net(x, labels, state),
+            prime_ids[None].expand(num_samples, -1),
+            length,
+            categorical_draw(temperature, top_k, top_p, generator),
+        )
+        texts = []
+        for row in ids.tolist():
+            if CharVocab.EOS in row:
+                row = row[: row.index(CharVocab.EOS)]
+            texts.append(prime + self.vocab.decode(row))
+        return texts
+
+
+class PianoRollSampler(Sampler):
+    """A piano-roll RNN with its time grid and the opening frames of training pieces to start from."""
+
+    task = "pianoroll"
+
+    def __init__(
+        self,
+        frames_per_beat: int | None = 2,
+        fs: float | None = None,
+        openings: list[list[int]] | None = None,
+        cell: str = "lstm",
+        num_layers: int = 2,
+        hidden_size: int = 512,
+        embedding_dim: int = 512,
+        dropout: float = 0.0,
+        head: str = "bernoulli",
+        nade_hidden: int = 150,
+    ) -> None:
+        self.frames_per_beat, self.fs = frames_per_beat, fs
+        self.openings = [list(o) for o in (openings or [])]
+        self.net = PianoRollRNN(
+            NUM_KEYS, embedding_dim, hidden_size, num_layers, cell, dropout, head, nade_hidden
+        )
+
+    def sample(
+        self,
+        num_samples: int,
+        length: int,
+        temperature: float = 1.0,
+        prime: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """`num_samples` rolls (B, P + length, 88) uint8 drawn as one batch: `prime` (P, 88), or else the
+        opening frame of a training piece chosen at random (P = 1), then `length` drawn frames."""
+        if prime is None:
+            frames = torch.zeros(num_samples, 1, NUM_KEYS, device=self.device)
+            if self.openings:
+                picks = torch.randint(
+                    len(self.openings), (num_samples,), generator=generator, device=self.device
+                )
+                for i, pick in enumerate(picks.tolist()):
+                    frames[i, 0, [p - LOWEST_PITCH for p in self.openings[pick]]] = 1.0
+        else:
+            frames = prime.to(self.device).float()[None].expand(num_samples, -1, -1)
+        rolls = generate(self.net, frames, length, lambda h: self.net.head.sample(h, temperature, generator))
+        return torch.cat([frames, rolls], dim=1).to(torch.uint8)
+
+
+SAMPLERS = {sampler.task: sampler for sampler in (LyricsSampler, PianoRollSampler)}
