@@ -36,6 +36,20 @@ def test_nade_nll_equals_the_product_of_conditionals_by_hand():
     assert head.nll(h, frame).item() == pytest.approx(-log_p.item(), abs=1e-5)
 
 
+def test_nade_logits_equal_the_per_key_definition_on_real_chords():
+    """The per-segment computation gives, key by key, sigmoid(b_h + sum_{j<k} v_j W_j) . V_k + b_v,k."""
+    from lm_music.data.pianoroll import read_benchmark
+
+    head = _random_head(num_keys=88)
+    frames = torch.from_numpy(read_benchmark(POLYPHONIC / "JSB_Chorales.mat")["test"][0]).float()[None]
+    h = torch.randn(1, frames.shape[1], 6)
+    below = torch.cumsum(frames.unsqueeze(-1) * head.W, dim=-2) - frames.unsqueeze(-1) * head.W
+    hidden = torch.sigmoid(head.to_hidden_bias(h).unsqueeze(-2) + below)
+    expected = head.to_visible_bias(h) + (hidden * head.V).sum(-1)
+    assert frames.sum(-1).max() >= 4  # chords, so several segments per frame
+    torch.testing.assert_close(head.logits(h, frames), expected, rtol=1e-4, atol=1e-4)
+
+
 def test_nade_sampling_respects_the_seed():
     head = _random_head(num_keys=88)
     h = torch.randn(16, 6)
