@@ -167,14 +167,13 @@ def _fit_and_test(
             evaluator = build(cfg.trainer, devices=1, strategy="auto", logger=loggers or False, callbacks=[])
         # Report the validation metrics of the checkpoint kept as best (of the final weights if validation
         # never ran), not those of whichever epoch came last.
+        # (None of either when trainer.limit_val_batches=0: then there is nothing to report.)
         metrics.update(
-            evaluator.validate(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0]
+            *evaluator.validate(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         )
         metrics["best_checkpoint"] = best
     if cfg.test:
-        metrics.update(
-            evaluator.test(model, datamodule=datamodule, ckpt_path=ckpt_for_test, verbose=False)[0]
-        )
+        metrics.update(*evaluator.test(model, datamodule=datamodule, ckpt_path=ckpt_for_test, verbose=False))
 
     best = metrics.pop("best_checkpoint", None)
     result = _finite_metrics(metrics)
@@ -192,7 +191,8 @@ def _fit_and_test(
     optimized = cfg.get("optimized_metric")
     if optimized and cfg.train and optimized not in result:
         known = sorted(k for k in result if "/" in k)
-        raise UserError(
-            f"optimized_metric={optimized!r} is not a metric of this run; its metrics are {known}"
-        )
+        message = f"optimized_metric={optimized!r} is not a metric of this run; its metrics are {known}"
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise UserError(message)  # a sweeper cannot rank this job
+        log.warning(message)
     return result.get(optimized) if optimized else None

@@ -158,6 +158,24 @@ def test_truncated_backprop_drops_ended_pieces_from_later_chunks(jsb):
         torch.testing.assert_close(trained, expected, rtol=1e-4, atol=1e-6)
 
 
+def test_training_without_validation_or_test_finishes(tmp_path, caplog):
+    """trainer.limit_val_batches=0 test=false trains and writes metrics.json; only a sweep needs val/loss."""
+    metrics = train_run(
+        tmp_path,
+        [
+            "experiment=jsb_chorales",
+            f"data.path={POLYPHONIC / 'JSB_Chorales.mat'}",
+            *TINY_MUSIC,
+            "trainer.max_steps=3",
+            "trainer.limit_val_batches=0",
+            "test=false",
+        ],
+    )
+    assert metrics["global_step"] == 3 and not any("/" in k for k in metrics)
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert "optimized_metric='val/loss' is not a metric of this run" in caplog.text
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
