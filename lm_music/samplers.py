@@ -7,7 +7,6 @@ importing Lightning), draws exactly what a training run's tracker samples draw.
 """
 
 import inspect
-from collections.abc import Mapping
 
 import torch
 
@@ -24,15 +23,11 @@ class Sampler:
     net: torch.nn.Module
 
     @classmethod
-    def from_hparams(cls, hparams: Mapping) -> "Sampler":
-        """The sampler of a model's hyperparameters, leaving out those of training (optimiser, ...)."""
-        wanted = inspect.signature(cls.__init__).parameters
-        return cls(**{k: v for k, v in hparams.items() if k in wanted})
-
-    @classmethod
     def from_checkpoint(cls, checkpoint: dict, device: torch.device | str = "cpu") -> "Sampler":
-        """The sampler of a checkpoint's model, weights loaded, on `device`, in eval mode."""
-        sampler = cls.from_hparams(checkpoint["hyper_parameters"])
+        """The sampler of a checkpoint's model (its hyperparameters less those of training), weights loaded,
+        on `device`, in eval mode."""
+        wanted = inspect.signature(cls.__init__).parameters
+        sampler = cls(**{k: v for k, v in checkpoint["hyper_parameters"].items() if k in wanted})
         weights = {k[len("net.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
         sampler.net.load_state_dict(weights)
         sampler.net.to(device).eval()

@@ -1,4 +1,5 @@
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -15,25 +16,13 @@ class LyricsLM(SequenceLM):
     task = "lyrics"
     metric_names = ("loss", "bpc")
 
-    def __init__(
-        self,
-        vocab: str,
-        artists: list[str] | None = None,
-        conditional: bool = False,
-        cell: str = "lstm",
-        num_layers: int = 2,
-        hidden_size: int = 512,
-        embedding_dim: int = 512,
-        artist_embedding_dim: int = 512,
-        dropout: float = 0.0,
-        optimizer: dict | None = None,
-        scheduler: dict | None = None,
-    ) -> None:
+    def __init__(self, optimizer: dict | None = None, scheduler: dict | None = None, **net: Any) -> None:
+        """`net`: the arguments of `LyricsSampler` (vocabulary, artists, sizes), which builds the network."""
         super().__init__(optimizer, scheduler)
         self.save_hyperparameters()
-        self.sampler = LyricsSampler.from_hparams(self.hparams)
+        self.sampler = LyricsSampler(**net)
         self.net, self.vocab, self.artists = self.sampler.net, self.sampler.vocab, self.sampler.artists
-        self.conditional = conditional
+        self.conditional = self.sampler.conditional
 
     def forward(self, ids: torch.Tensor, artists: torch.Tensor | None = None, state=None):
         return self.net(ids, artists if self.conditional else None, state)

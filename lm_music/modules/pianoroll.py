@@ -1,3 +1,5 @@
+from typing import Any
+
 import torch
 
 from lm_music import midi
@@ -21,20 +23,13 @@ class PianoRollLM(SequenceLM):
 
     def __init__(
         self,
-        frames_per_beat: int | None = 2,
-        fs: float | None = None,
-        openings: list[list[int]] | None = None,
-        cell: str = "lstm",
-        num_layers: int = 2,
-        hidden_size: int = 512,
-        embedding_dim: int = 512,
-        dropout: float = 0.0,
-        head: str = "bernoulli",
-        nade_hidden: int = 150,
         tbptt_steps: int | None = None,
         optimizer: dict | None = None,
         scheduler: dict | None = None,
+        **net: Any,
     ) -> None:
+        """`net`: the arguments of `PianoRollSampler` (time grid, openings, sizes, head), which builds the
+        network."""
         super().__init__(optimizer, scheduler)
         self.save_hyperparameters()
         if tbptt_steps is not None and tbptt_steps < 2:
@@ -46,7 +41,7 @@ class PianoRollLM(SequenceLM):
         self.tbptt_steps = tbptt_steps
         self.automatic_optimization = not tbptt_steps
         self.manual_gradient_clip_val: float | None = None
-        self.sampler = PianoRollSampler.from_hparams(self.hparams)
+        self.sampler = PianoRollSampler(**net)
         self.net = self.sampler.net
 
     def forward(self, frames: torch.Tensor, state=None):
@@ -125,7 +120,7 @@ class PianoRollLM(SequenceLM):
         for i, roll in enumerate(rolls):
             items.append({"kind": "image", "tag": f"samples/roll_{i}", "value": midi.roll_image(roll)})
             if i == 0:
-                pm = midi.roll_to_midi(roll, self.hparams.frames_per_beat, self.hparams.fs)
+                pm = midi.roll_to_midi(roll, self.sampler.frames_per_beat, self.sampler.fs)
                 audio, _ = midi.render_audio(pm, sample_rate=16000)
                 items.append(
                     {"kind": "audio", "tag": "samples/audio_0", "value": audio, "sample_rate": 16000}
