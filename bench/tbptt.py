@@ -1,11 +1,14 @@
 """Truncated backprop on Piano-midi.de as `experiment=piano_midi` trains it: padding computed, and speed.
 
-    python bench/tbptt.py [--epochs 5] [--batches 8] [--hidden 512] [--precision 32-true] [--threads 2]
+    python bench/tbptt.py [--epochs 5] [--batches 8] [--hidden 512] [--head bernoulli] [--precision 32-true]
+                          [--threads 2]
 
 padding  one epoch per seed (0..epochs-1) of the real training step with a tiny model (hidden 8); a forward
          hook on the RNN counts the positions it computes. share = 1 - scored frames / computed positions.
 speed    the first --batches batches of epoch 0 at --hidden (2 x 512 is the original size); the first is
-         warm-up. frames/s = scored frames / step time, median over the timed batches.
+         warm-up. frames/s = scored frames / step time, median over the timed batches. The head is --head
+         (bernoulli, the original model, as the figures in BENCHMARKS.md were made; the experiment's default
+         is now nade).
 To compare two commits, run the script alternately in a checkout of each (PYTHONPATH=that checkout, so that
 its `lm_music` is the one imported); `lm_music` in the output says which one ran.
 """
@@ -58,9 +61,11 @@ class Count(pl.Callback):
         self.seconds.append((time.perf_counter() - self.start, int((batch["lengths"] - 1).sum())))
 
 
-def run_epoch(dm, experiment, hidden: int, precision: str, seed: int, batches: int | None) -> Count:
+def run_epoch(
+    dm, experiment, hidden: int, head: str, precision: str, seed: int, batches: int | None
+) -> Count:
     pl.seed_everything(seed, verbose=False)
-    model = {**experiment.model, "hidden_size": hidden, "embedding_dim": hidden}
+    model = {**experiment.model, "hidden_size": hidden, "embedding_dim": hidden, "head": head}
     model.pop("_target_", None)
     module = PianoRollLM(**model, **dm.model_kwargs())
     module.manual_gradient_clip_val = 1.0  # as train.py sets it: truncated backprop clips its own steps
@@ -90,6 +95,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5, help="padding: epochs (seeds) averaged")
     parser.add_argument("--batches", type=int, default=8, help="speed: batches run, the first untimed")
     parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--head", default="bernoulli", choices=["bernoulli", "nade"])
     parser.add_argument("--precision", default="32-true")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip", nargs="*", default=[], choices=["padding", "speed"])
@@ -116,17 +122,18 @@ def main() -> None:
     if "padding" not in args.skip:
         shares = []
         for seed in range(args.epochs):
-            count = run_epoch(dm, experiment.copy(), 8, "32-true", seed, None)
+            count = run_epoch(dm, experiment.copy(), 8, args.head, "32-true", seed, None)
             shares.append(1 - count.scored / count.computed)
         row = {"benchmark": "tbptt_padding_share", "share": round(statistics.mean(shares), 4), **common}
         print(json.dumps({**row, "epochs": args.epochs, "per_epoch": [round(s, 4) for s in shares]}))
     if "speed" not in args.skip:
-        count = run_epoch(dm, experiment.copy(), args.hidden, args.precision, 0, args.batches)
+        count = run_epoch(dm, experiment.copy(), args.hidden, args.head, args.precision, 0, args.batches)
         timed = count.seconds[1:]
         row = {
             "benchmark": "tbptt_frames_per_s",
             "frames_per_s": round(statistics.median(frames / seconds for seconds, frames in timed)),
             "hidden_size": args.hidden,
+            "head": args.head,
             "precision": args.precision,
             "timed_batches": len(timed),
             "padding_share_timed": round(1 - count.scored / count.computed, 4),
