@@ -54,6 +54,7 @@ class LyricsSampler(Sampler):
         embedding_dim: int = 512,
         artist_embedding_dim: int = 512,
         dropout: float = 0.0,
+        weight_dropout: float = 0.0,
     ) -> None:
         self.vocab = CharVocab(vocab)
         self.artists = list(artists or [])
@@ -71,6 +72,7 @@ class LyricsSampler(Sampler):
             dropout=dropout,
             num_artists=len(self.artists) if conditional else 0,
             artist_embedding_dim=artist_embedding_dim,
+            weight_dropout=weight_dropout,
         )
 
     def artist_ids(self, artists: list[str]) -> list[int]:
@@ -136,11 +138,12 @@ class PianoRollSampler(Sampler):
         dropout: float = 0.0,
         head: str = "bernoulli",
         nade_hidden: int = 150,
+        weight_dropout: float = 0.0,
     ) -> None:
         self.frames_per_beat, self.fs = frames_per_beat, fs
         self.openings = [list(o) for o in (openings or [])]
         self.net = PianoRollRNN(
-            NUM_KEYS, embedding_dim, hidden_size, num_layers, cell, dropout, head, nade_hidden
+            NUM_KEYS, embedding_dim, hidden_size, num_layers, cell, dropout, head, nade_hidden, weight_dropout
         )
 
     def sample(

@@ -84,6 +84,7 @@ def test_empty_csv_and_filter_to_nothing(tmp_path):
         ("model.hidden_size=-4", "model.hidden_size must be at least 1"),
         ("model.num_layers=0", "model.num_layers must be at least 1"),
         ("model.dropout=1.5", "model.dropout must be in [0, 1)"),
+        ("model.weight_dropout=-0.1", "model.weight_dropout must be in [0, 1)"),
         ("model.cell=transformer", "model.cell must be one of ['gru', 'lstm']"),
         ("data.max_len=0", "data.max_len must be at least 1"),
     ],

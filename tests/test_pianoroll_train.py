@@ -158,6 +158,25 @@ def test_truncated_backprop_drops_ended_pieces_from_later_chunks(jsb):
         torch.testing.assert_close(trained, expected, rtol=1e-4, atol=1e-6)
 
 
+def test_weight_dropout_masks_recurrent_weights_in_training_only():
+    from lm_music.models.rnn import make_rnn
+
+    torch.manual_seed(0)
+    rnn = make_rnn("lstm", 8, 16, 2, dropout=0.0, weight_dropout=0.5)
+    x = torch.randn(3, 20, 8)
+    rnn.train()
+    first, second = rnn(x)[0], rnn(x)[0]
+    assert not torch.equal(first, second)  # a fresh mask each forward pass
+    first.sum().backward()
+    assert rnn.weight_hh_l0.grad.abs().sum() > 0  # the masked weights still learn
+    rnn.eval()
+    assert torch.equal(rnn(x)[0], rnn(x)[0])
+    rnn.weight_dropout = 0.0
+    plain = rnn(x)[0]
+    rnn.train()
+    torch.testing.assert_close(rnn(x)[0], plain)  # the real weights are back after each masked pass
+
+
 def test_training_without_validation_or_test_finishes(tmp_path, caplog):
     """trainer.limit_val_batches=0 test=false trains and writes metrics.json; only a sweep needs val/loss."""
     metrics = train_run(

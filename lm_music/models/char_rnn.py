@@ -21,12 +21,13 @@ class CharRNN(nn.Module):
         dropout: float = 0.0,
         num_artists: int = 0,
         artist_embedding_dim: int = 512,
+        weight_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
         self.artist_embedding = nn.Embedding(num_artists, artist_embedding_dim) if num_artists else None
         input_size = embedding_dim + (artist_embedding_dim if num_artists else 0)
-        self.rnn = make_rnn(cell, input_size, hidden_size, num_layers, dropout)
+        self.rnn = make_rnn(cell, input_size, hidden_size, num_layers, dropout, weight_dropout)
         self.head = nn.Linear(hidden_size, vocab_size)
 
     def forward(

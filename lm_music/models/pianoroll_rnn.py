@@ -104,6 +104,7 @@ class PianoRollRNN(nn.Module):
         dropout: float = 0.0,
         head: str = "bernoulli",
         nade_hidden: int = 150,
+        weight_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if head not in HEADS:
@@ -112,7 +113,7 @@ class PianoRollRNN(nn.Module):
             raise UserError(f"model.nade_hidden must be at least 1, got {nade_hidden}")
         self.input = nn.Linear(num_keys, embedding_dim)
         self.dropout = nn.Dropout(dropout)
-        self.rnn = make_rnn(cell, embedding_dim, hidden_size, num_layers, dropout)
+        self.rnn = make_rnn(cell, embedding_dim, hidden_size, num_layers, dropout, weight_dropout)
         self.head = (
             NADEHead(hidden_size, num_keys, nade_hidden)
             if head == "nade"
