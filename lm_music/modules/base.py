@@ -86,7 +86,9 @@ class SequenceLM(pl.LightningModule):
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         if name == "plateau":
             scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, **cfg)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
+            # Not strict: a run without validation (trainer.limit_val_batches=0) keeps its rate, with a warning.
+            schedule = {"scheduler": scheduler, "monitor": "val/loss", "strict": False}
+            return {"optimizer": optimizer, "lr_scheduler": schedule}
         raise UserError(f"model.scheduler.name must be cosine, plateau or the scheduler null, got {name!r}")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
