@@ -27,3 +27,21 @@ def hardware() -> dict:
         git = ["git", "rev-parse", "--short", "HEAD"]
         info["commit"] = subprocess.run(git, capture_output=True, text=True, check=True).stdout.strip()
     return info
+
+
+def one_epoch_trainer(**kwargs):
+    """A pl.Trainer for timing training alone: one CPU epoch, no validation, logging, checkpoints or bars."""
+    import pytorch_lightning as pl  # not every script here needs Lightning
+
+    settings = {
+        "accelerator": "cpu",
+        "max_epochs": 1,
+        "limit_val_batches": 0,
+        "num_sanity_val_steps": 0,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "use_distributed_sampler": False,
+    }
+    return pl.Trainer(**{**settings, **kwargs})

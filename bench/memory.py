@@ -28,11 +28,10 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import hardware  # noqa: E402
+from common import hardware, one_epoch_trainer  # noqa: E402
 
 from lm_music.data.batching import SequenceDataset  # noqa: E402
 from lm_music.data.pianoroll import PianoRollDataModule, cached_splits, load_splits, read_benchmark  # noqa: E402
@@ -59,17 +58,8 @@ def child(args) -> None:
     module = PianoRollLM(tbptt_steps=args.tbptt, **dm.model_kwargs())
     if args.tbptt:  # as lm_music.training does: truncated backprop clips inside its own optimiser steps
         module.manual_gradient_clip_val = 1.0
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
+    trainer = one_epoch_trainer(
         gradient_clip_val=None if args.tbptt else 1.0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
     )
     before = peak_mb()
     start = time.perf_counter()

@@ -31,7 +31,7 @@ import torch
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import hardware  # noqa: E402
+from common import hardware, one_epoch_trainer  # noqa: E402
 
 import lm_music  # noqa: E402
 from lm_music.data.pianoroll import PianoRollDataModule  # noqa: E402
@@ -70,18 +70,9 @@ def run_epoch(
     module = PianoRollLM(**model, **dm.model_kwargs())
     module.manual_gradient_clip_val = 1.0  # as train.py sets it: truncated backprop clips its own steps
     count = Count()
-    trainer = pl.Trainer(
-        accelerator="cpu",
+    trainer = one_epoch_trainer(
         precision=precision,
-        max_epochs=1,
         limit_train_batches=batches or 1.0,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
         callbacks=[count],
     )
     trainer.fit(module, datamodule=dm)

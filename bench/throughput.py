@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import hardware  # noqa: E402
+from common import hardware, one_epoch_trainer  # noqa: E402
 
 from lm_music.data.lyrics import LyricsDataModule  # noqa: E402
 from lm_music.data.pianoroll import PianoRollDataModule  # noqa: E402
@@ -120,20 +120,11 @@ def measure(task: str, precision: str, dm, new_module, args) -> dict:
     module, plain = new_module(), new_module()
     plain.load_state_dict(module.state_dict())
     bench = Interleaved(dm, plain, len(dm.vocab) if task == "lyrics" else 88, precision == "bf16-mixed")
-    trainer = pl.Trainer(
-        accelerator="cpu",
+    trainer = one_epoch_trainer(
         devices=1,
         precision=precision,
-        max_epochs=1,
         limit_train_batches=args.warmup + timed,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
         gradient_clip_val=1.0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
         callbacks=[bench],
     )
     trainer.fit(module, datamodule=dm)

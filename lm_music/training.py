@@ -77,13 +77,16 @@ def write_metrics(path: Path, metrics: dict) -> None:
     write_text_atomic(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
 
+def _in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def _safe_strategy(cfg: DictConfig) -> str | None:
     """`ddp` under a local Hydra multirun re-runs the whole sweep in each child process (each child starts
     the script again), so such sweeps run `ddp_spawn`, which starts children inside this job. Under SLURM
     every rank is a task of its own and `ddp` is right."""
     strategy = cfg.trainer.get("strategy")
-    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    if strategy == "ddp" and multirun and int(os.environ.get("SLURM_NTASKS", "1")) == 1:
+    if strategy == "ddp" and _in_multirun() and int(os.environ.get("SLURM_NTASKS", "1")) == 1:
         log.warning("strategy=ddp inside a multirun re-launches the sweep in every rank: using ddp_spawn")
         return "ddp_spawn"
     return None
@@ -192,7 +195,7 @@ def _fit_and_test(
     if optimized and cfg.train and optimized not in result:
         known = sorted(k for k in result if "/" in k)
         message = f"optimized_metric={optimized!r} is not a metric of this run; its metrics are {known}"
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        if _in_multirun():
             raise UserError(message)  # a sweeper cannot rank this job
         log.warning(message)
     return result.get(optimized) if optimized else None
