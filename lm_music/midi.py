@@ -4,6 +4,7 @@ A roll is a uint8 array of shape (T, 88): row t is one frame, column j is MIDI p
 This module knows nothing of torch or Lightning, so sampling and data reading share it freely.
 """
 
+import functools
 import logging
 import warnings
 from pathlib import Path
@@ -250,6 +251,12 @@ def save_roll_png(roll: np.ndarray, path: str | Path, title: str | None = None) 
         canvas.figure.savefig(tmp, format="png")
 
 
+@functools.cache
+def _log_sine_fallback(reason: str) -> None:
+    """Once a process: the sample callback renders audio every few epochs."""
+    log.info("FluidSynth unavailable (%s): rendering audio with sine waves", reason)
+
+
 def render_audio(pm: pretty_midi.PrettyMIDI, sample_rate: int = 22050) -> tuple[np.ndarray, str]:
     """Audio of a MIDI object, peak-normalised float32, and the backend that made it.
 
@@ -261,7 +268,7 @@ def render_audio(pm: pretty_midi.PrettyMIDI, sample_rate: int = 22050) -> tuple[
 
         audio, backend = pm.fluidsynth(fs=sample_rate), "fluidsynth"
     except (ImportError, OSError, AttributeError) as error:  # AttributeError: PyPI's unrelated "fluidsynth"
-        log.info("FluidSynth unavailable (%s): rendering audio with sine waves", error)
+        _log_sine_fallback(str(error))
         audio, backend = pm.synthesize(fs=sample_rate), "sine"
     audio = np.asarray(audio, dtype=np.float32)
     peak = float(np.abs(audio).max()) if audio.size else 0.0
