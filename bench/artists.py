@@ -14,7 +14,6 @@ import sys
 from datetime import date
 from pathlib import Path
 
-import torch
 from hydra import compose, initialize_config_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -43,13 +42,7 @@ def main(conditional_ckpt: str, unconditional_ckpt: str, overrides: list[str]) -
     true_nll = uncond_nll = chars = 0.0
     top1 = top3 = songs = 0
     for batch, uncond_batch in zip(datamodule.test_dataloader(), uncond_data.test_dataloader()):
-        scores = torch.stack(
-            [
-                conditional.sequence_nll(batch, torch.full_like(batch["labels"], a))[0]
-                for a in range(num_artists)
-            ],
-            dim=1,
-        )  # (B, artists): NLL of each song as each artist
+        scores = conditional.artist_nll(batch)  # (B, artists): NLL of each song as each artist
         nll, count = conditional.sequence_nll(batch)
         true_nll += nll.sum().item()
         chars += count.sum().item()

@@ -6,7 +6,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lm_music.checkpoints import load_checkpoint, module_from_checkpoint
-from tests.conftest import LYRICS_CSV, TINY_LYRICS, run_script, train_run
+from tests.conftest import LYRICS_CSV, TINY_LYRICS, compose_train, run_script, train_run
 
 
 def test_training_learns_and_writes_its_run_dir(lyrics_run):
@@ -138,3 +138,29 @@ def test_train_script_bad_input_is_one_line(tmp_path):
         f"hydra.run.dir={tmp_path}",
     )
     assert "no text column 'text'" in column.stderr and "'lyrics'" in column.stderr
+
+
+def test_artist_scores_follow_the_artist_embedding(lyrics_run):
+    """`artist_nll` scores each song under each artist: its true-artist column is the song's own NLL, and
+    swapping two artists' embeddings swaps their columns (`bench/artists.py` identifies artists by it)."""
+    from lm_music.data.lyrics import LyricsDataModule
+
+    checkpoint = load_checkpoint(lyrics_run / "checkpoints" / "last.ckpt")
+    module = module_from_checkpoint(checkpoint).eval()
+    cfg = compose_train(lyrics_run, ["experiment=lyrics_conditional", *TINY_LYRICS])
+    datamodule = LyricsDataModule(**{k: v for k, v in cfg.data.items() if k != "_target_"})
+    datamodule.adopt(module.hparams)
+    datamodule.setup("test")
+    batch = next(iter(datamodule.test_dataloader()))
+
+    scores = module.artist_nll(batch)
+    assert scores.shape == (len(batch["labels"]), 24)
+    own = scores.gather(1, batch["labels"][:, None].long())[:, 0]
+    assert torch.allclose(own, module.sequence_nll(batch)[0])
+    assert (scores.std(dim=1) > 1e-3).all()  # the artist changes the score of every song
+
+    with torch.no_grad():
+        module.net.artist_embedding.weight[[0, 1]] = module.net.artist_embedding.weight[[1, 0]].clone()
+    swapped = module.artist_nll(batch)
+    order = [1, 0, *range(2, 24)]
+    assert torch.allclose(swapped[:, order], scores, rtol=1e-5)

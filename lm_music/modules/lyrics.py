@@ -51,6 +51,15 @@ class LyricsLM(SequenceLM):
         )
         return nll.sum(1), (targets != CharVocab.PAD).sum(1)
 
+    @torch.no_grad()
+    def artist_nll(self, batch: dict) -> torch.Tensor:
+        """NLL in nats of every sequence of a batch under every artist (B, artists): the artists under which
+        a song is most likely are the model's guess of who wrote it (`bench/artists.py`)."""
+        labels = batch["labels"]
+        return torch.stack(
+            [self.sequence_nll(batch, torch.full_like(labels, a))[0] for a in range(len(self.artists))], dim=1
+        )
+
     def sample(self, num_samples: int, length: int, temperature: float = 1.0, **kwargs) -> list[str]:
         """See `LyricsSampler.sample`."""
         return self.sampler.sample(num_samples, length, temperature, **kwargs)
