@@ -6,6 +6,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lm_music.checkpoints import load_checkpoint, module_from_checkpoint
+from lm_music.data.lyrics import LyricsDataModule
 from tests.conftest import LYRICS_CSV, TINY_LYRICS, compose_train, run_script, train_run
 
 
@@ -143,8 +144,6 @@ def test_train_script_bad_input_is_one_line(tmp_path):
 def test_artist_scores_follow_the_artist_embedding(lyrics_run):
     """`artist_nll` scores each song under each artist: its true-artist column is the song's own NLL, and
     swapping two artists' embeddings swaps their columns (`bench/artists.py` identifies artists by it)."""
-    from lm_music.data.lyrics import LyricsDataModule
-
     checkpoint = load_checkpoint(lyrics_run / "checkpoints" / "last.ckpt")
     module = module_from_checkpoint(checkpoint).eval()
     cfg = compose_train(lyrics_run, ["experiment=lyrics_conditional", *TINY_LYRICS])
