@@ -12,6 +12,7 @@ from lm_music.checkpoints import load_checkpoint, module_from_checkpoint
 from lm_music.data.batching import pad_collate
 from lm_music.data.pianoroll import read_benchmark
 from lm_music.midi import midi_to_roll
+from lm_music.models.rnn import make_rnn
 from lm_music.modules.pianoroll import PianoRollLM
 from tests.conftest import MIDI_DIR, POLYPHONIC, TINY_MUSIC, run_script, train_run
 
@@ -159,8 +160,6 @@ def test_truncated_backprop_drops_ended_pieces_from_later_chunks(jsb):
 
 
 def test_weight_dropout_masks_recurrent_weights_in_training_only():
-    from lm_music.models.rnn import make_rnn
-
     torch.manual_seed(0)
     rnn = make_rnn("lstm", 8, 16, 2, dropout=0.0, weight_dropout=0.5)
     x = torch.randn(3, 20, 8)

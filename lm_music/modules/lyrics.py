@@ -51,7 +51,6 @@ class LyricsLM(SequenceLM):
         )
         return nll.sum(1), (targets != CharVocab.PAD).sum(1)
 
-    @torch.no_grad()
     def artist_nll(self, batch: dict) -> torch.Tensor:
         """NLL in nats of every sequence of a batch under every artist (B, artists): the artists under which
         a song is most likely are the model's guess of who wrote it (`bench/artists.py`)."""
