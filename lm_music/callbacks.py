@@ -1,5 +1,6 @@
 """Side effects of training: samples sent to every tracker, on rank zero only."""
 
+import atexit
 import signal
 import threading
 from pathlib import Path
@@ -143,3 +144,19 @@ class StopOnNonFiniteLoss(pl.Callback):
                 f"the training loss became {float(loss)} at step {trainer.global_step}: the checkpoints kept are "
                 f"from before it; lower model.optimizer.lr or keep trainer.gradient_clip_val, then resume"
             )
+
+
+class DestroyProcessGroupAtExit(pl.Callback):
+    """A gloo process group still alive when a rank's interpreter exits can abort it ("terminate called
+    without an active exception", SIGABRT), failing a finished ddp/ddp_spawn run. Lightning destroys only
+    NCCL groups at exit; this does it for every backend, in every rank."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            atexit.unregister(_destroy_process_group)  # once per process, however many runs it holds
+            atexit.register(_destroy_process_group)
+
+
+def _destroy_process_group() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

@@ -15,7 +15,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
-from lm_music.callbacks import finish_trackers, log_final_metrics
+from lm_music.callbacks import DestroyProcessGroupAtExit, finish_trackers, log_final_metrics
 from lm_music.checkpoints import load_checkpoint, module_from_checkpoint
 from lm_music.errors import UserError
 from lm_music.io import write_text_atomic
@@ -152,7 +152,9 @@ def _fit_and_test(
         # Truncated backprop steps the optimiser itself, so it clips too (Lightning refuses both at once).
         model.manual_gradient_clip_val = cfg.trainer.get("gradient_clip_val")
         manual["gradient_clip_val"] = None
-    trainer: pl.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, **manual)
+    trainer: pl.Trainer = build(
+        cfg.trainer, callbacks=[*callbacks, DestroyProcessGroupAtExit()], logger=loggers or False, **manual
+    )
     params = _flat_hparams(cfg)
     for logger in trainer.loggers:
         logger.log_hyperparams(params)
@@ -165,8 +167,8 @@ def _fit_and_test(
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         ckpt_for_test = best or None
         if getattr(trainer.strategy, "_start_method", None) == "spawn":
-            # The final evaluation of a ddp_spawn run needs no new processes (slow, and their children have
-            # been seen to abort at exit): one process on one device scores the same pooled metrics.
+            # The final evaluation of a ddp_spawn run needs no new processes (slow to start): one process on
+            # one device scores the same pooled metrics.
             evaluator = build(cfg.trainer, devices=1, strategy="auto", logger=loggers or False, callbacks=[])
         # Report the validation metrics of the checkpoint kept as best (of the final weights if validation
         # never ran), not those of whichever epoch came last.
