@@ -1,9 +1,12 @@
+import csv
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -20,6 +23,14 @@ JSB = [
 ]
 
 
+def _last_logged_step(metrics_csv: Path) -> int:
+    try:
+        rows = list(csv.DictReader(io.StringIO(metrics_csv.read_text())))
+    except FileNotFoundError:
+        return -1
+    return max((int(row["step"]) for row in rows if row.get("step", "").isdigit()), default=-1)
+
+
 def test_sigterm_mid_epoch_saves_a_checkpoint_that_resumes_to_the_same_weights(tmp_path):
     """A real training process is killed with SIGTERM (as SLURM pre-emption does) in its second epoch,
     resumed with ckpt_path=last, and ends with the weights of a run that was never interrupted."""
@@ -27,22 +38,25 @@ def test_sigterm_mid_epoch_saves_a_checkpoint_that_resumes_to_the_same_weights(t
     uninterrupted = train_run(tmp_path / "whole", common)
 
     run_dir = tmp_path / "killed"
+    # Each step's loss goes to metrics.csv as it is taken, so the signal is sent once step 125 is logged,
+    # whatever the load on the machine (a fixed sleep once sometimes landed it between the epochs).
+    stepwise_log = ["logger=csv", "trainer.log_every_n_steps=1", "+logger.csv.flush_logs_every_n_steps=1"]
     process = subprocess.Popen(
-        [sys.executable, "train.py", *common, f"hydra.run.dir={run_dir}"],
+        [sys.executable, "train.py", *common, *stepwise_log, f"hydra.run.dir={run_dir}"],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
-    last = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
-    while not last.exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)  # last.ckpt first appears at the end of epoch 1
-    time.sleep(0.3)
+    while _last_logged_step(run_dir / "csv" / "metrics.csv") < 125 and time.time() < deadline:
+        assert process.poll() is None, process.stderr.read()[-2000:]
+        time.sleep(0.02)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
+    last = run_dir / "checkpoints" / "last.ckpt"
     interrupted_at = load_checkpoint(last)["global_step"]
-    assert 115 < interrupted_at < 230, stderr[-2000:]  # inside the second epoch
+    assert 125 <= interrupted_at < 230, stderr[-2000:]  # inside the second epoch
     assert not (run_dir / "metrics.json").exists()
 
     resumed = train_run(run_dir, [*common, "ckpt_path=last"])
