@@ -1,4 +1,5 @@
-"""Side effects of training: samples sent to every tracker, on rank zero only."""
+"""Callbacks and tracker helpers: samples sent to every tracker (rank zero only), save on interrupt, stop on a
+non-finite loss, and process-group clean-up at exit."""
 
 import atexit
 import signal
