@@ -222,7 +222,7 @@ def test_each_music_experiment_trains(tmp_path, overrides):
 
 
 def test_default_train_command_trains_on_bach_chorales(tmp_path, chorale_cache):
-    """`python train.py` with no experiment: music21's chorales, built once and cached."""
+    """`python train.py` with no experiment: experiment=bach_chorales, music21's chorales built once and cached."""
     result = run_script(
         "train.py",
         *TINY_MUSIC,
@@ -234,6 +234,8 @@ def test_default_train_command_trains_on_bach_chorales(tmp_path, chorale_cache):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["test/nll"] < 61 and (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert list((chorale_cache / "cache").glob("*.npz"))
+    hparams = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["hyper_parameters"]
+    assert hparams["head"] == "nade" and hparams["weight_dropout"] == 0.8  # bach_chorales's settings
 
 
 def test_missing_benchmark_without_urls_says_where_to_get_it(tmp_path):
