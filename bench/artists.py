@@ -43,10 +43,10 @@ def main(conditional_ckpt: str, unconditional_ckpt: str, overrides: list[str]) -
     top1 = top3 = songs = 0
     for batch, uncond_batch in zip(datamodule.test_dataloader(), uncond_data.test_dataloader()):
         scores = conditional.artist_nll(batch)  # (B, artists): NLL of each song as each artist
-        nll, count = conditional.sequence_nll(batch)
-        true_nll += nll.sum().item()
+        true_nll += scores.gather(1, batch["labels"][:, None].long()).sum().item()
+        nll, count = unconditional.sequence_nll(uncond_batch)  # the same songs: the same characters
+        uncond_nll += nll.sum().item()
         chars += count.sum().item()
-        uncond_nll += unconditional.sequence_nll(uncond_batch)[0].sum().item()
         ranked = scores.argsort(dim=1)
         top1 += (ranked[:, 0] == batch["labels"]).sum().item()
         top3 += (ranked[:, :3] == batch["labels"][:, None]).any(1).sum().item()

@@ -222,7 +222,8 @@ def test_each_music_experiment_trains(tmp_path, overrides):
 
 
 def test_default_train_command_trains_on_bach_chorales(tmp_path, chorale_cache):
-    """`python train.py` with no experiment: experiment=bach_chorales, music21's chorales built once and cached."""
+    """`python train.py` with no experiment= argument trains experiment=bach_chorales: music21's chorales, built
+    once and cached."""
     result = run_script(
         "train.py",
         *TINY_MUSIC,
