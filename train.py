@@ -6,6 +6,9 @@ import hydra
 from omegaconf import DictConfig
 
 from lm_music.errors import UserError
+from lm_music.threads import start_looking
+
+start_looking()  # at the other processes' CPU use, to choose the thread count (lm_music/threads.py)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -1,19 +1,27 @@
 """Callbacks and tracker helpers: samples sent to every tracker (rank zero only), save on interrupt, stop on a
-non-finite loss, and process-group clean-up at exit."""
+non-finite loss, process-group clean-up at exit, the thread count following the free cores, and progress as
+one line an epoch where no terminal shows a bar."""
 
 import atexit
+import datetime
+import logging
 import signal
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ProgressBar, Timer
 from pytorch_lightning.loggers import Logger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lm_music.errors import UserError
+from lm_music.threads import ThreadPolicy
+
+log = logging.getLogger(__name__)
 
 
 def log_samples(logger: Logger, items: list[dict], step: int) -> None:
@@ -161,3 +169,97 @@ class DestroyProcessGroupAtExit(pl.Callback):
 def _destroy_process_group() -> None:
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+class AdaptThreads(pl.Callback):
+    """Applies a ThreadPolicy: the first thread count when the run is set up (in every process of it), then a
+    recheck after training batches. `sharers`: the jobs of a joblib sweep that run at once."""
+
+    def __init__(self, policy: ThreadPolicy, sharers: int = 1) -> None:
+        self.policy = policy
+        self.sharers = sharers
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.policy.start(self.sharers * trainer.num_devices)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.policy.recheck()
+
+
+class ModelSize(pl.Callback):
+    """The model in one line (Lightning's summary table adds a FLOPs column that is 0 for these models)."""
+
+    @rank_zero_only
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        params = sum(p.numel() for p in pl_module.parameters())
+        trainable = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
+        megabytes = sum(p.numel() * p.element_size() for p in pl_module.parameters()) / 1e6
+        name = type(getattr(pl_module, "net", pl_module)).__name__
+        frozen = f", {params - trainable:,} frozen" if trainable < params else ""
+        log.info("model: %s, %s parameters%s (%.1f MB)", name, f"{params:,}", frozen, megabytes)
+
+
+class EpochLines(ProgressBar):
+    """Progress for log files: a bar redrawn in place shows nothing in a file until the run ends, so when stdout
+    is not a terminal (nohup, SLURM, `> log`) each training epoch logs one line instead: epoch, step, mean
+    training loss, the validation metrics, time elapsed and an estimate of the time left."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._enabled = True
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start_time, self.start_step, self.start_epoch = (
+            time.monotonic(),
+            trainer.global_step,
+            trainer.current_epoch,
+        )
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.loss_sum, self.batches = 0.0, 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None:
+            self.loss_sum = self.loss_sum + loss.detach()  # a tensor: no device sync a batch
+            self.batches += 1
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._enabled or not trainer.is_global_zero:
+            return
+        epoch = trainer.current_epoch + 1
+        limit = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        parts = [f"epoch {epoch}{limit}", f"step {trainer.global_step}"]
+        if self.batches:
+            parts.append(f"train/loss {float(self.loss_sum) / self.batches:.4g}")
+        metrics = trainer.callback_metrics
+        parts += [f"{name} {float(metrics[name]):.4g}" for name in metrics if name.startswith("val/")]
+        elapsed = time.monotonic() - self.start_time
+        parts.append(f"elapsed {_clock(elapsed)}")
+        left = self._seconds_left(trainer, elapsed, epoch)
+        if left is not None:
+            parts.append(f"left ~{_clock(left)}")
+        log.info(" | ".join(parts))
+
+    def _seconds_left(self, trainer: pl.Trainer, elapsed: float, epoch: int) -> float | None:
+        """Time to the first of the run's limits (epochs, steps, a time budget) at this run's pace so far."""
+        estimates = []
+        if trainer.max_epochs and trainer.max_epochs > 0 and epoch > self.start_epoch:
+            estimates.append(elapsed / (epoch - self.start_epoch) * (trainer.max_epochs - epoch))
+        if trainer.max_steps and trainer.max_steps > 0 and trainer.global_step > self.start_step:
+            pace = elapsed / (trainer.global_step - self.start_step)
+            estimates.append(pace * (trainer.max_steps - trainer.global_step))
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        if timer is not None and timer.time_remaining() is not None:
+            estimates.append(timer.time_remaining())
+        return max(0.0, min(estimates)) if estimates else None
+
+
+def _clock(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=round(seconds)))

@@ -11,6 +11,7 @@ from lm_music.checkpoints import load_checkpoint
 from lm_music.errors import UserError
 from lm_music.io import atomic_path, write_text_atomic
 from lm_music.samplers import SAMPLERS, LyricsSampler, PianoRollSampler
+from lm_music.threads import ThreadPolicy
 
 log = logging.getLogger(__name__)
 
@@ -87,16 +88,19 @@ def sample_music(
             written.append(path.with_suffix(".wav"))
             if i == 0:
                 log.info("audio rendered with %s", backend)
-    print(f"{len(rolls)} samples of {rolls.shape[1]} frames in {out_dir}")
+    primed = f" ({len(prime)} of prime_midi, then {cfg.length} drawn)" if prime is not None else ""
+    print(f"{len(rolls)} samples of {rolls.shape[1]} frames{primed} in {out_dir}")
     return written
 
 
 def sample(cfg: DictConfig) -> list[Path]:
     """Draw `num_samples` samples as one batch from the checkpoint; return the files written."""
     _check_args(cfg)
+    threads = ThreadPolicy(cfg.get("threads", "auto"))
     checkpoint = load_checkpoint(cfg.ckpt_path)
     device = torch.device(cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
     sampler = SAMPLERS[checkpoint["lm_music_task"]].from_checkpoint(checkpoint, device)
+    threads.start()
     generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
     out_dir = Path(cfg.out_dir)
     if sampler.task == "lyrics":

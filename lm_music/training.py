@@ -4,6 +4,8 @@ import json
 import logging
 import math
 import os
+import sys
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -15,10 +17,18 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
-from lm_music.callbacks import DestroyProcessGroupAtExit, finish_trackers, log_final_metrics
+from lm_music.callbacks import (
+    AdaptThreads,
+    DestroyProcessGroupAtExit,
+    EpochLines,
+    ModelSize,
+    finish_trackers,
+    log_final_metrics,
+)
 from lm_music.checkpoints import load_checkpoint, module_from_checkpoint
 from lm_music.errors import UserError
 from lm_music.io import write_text_atomic
+from lm_music.threads import ThreadPolicy, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +102,36 @@ def _safe_strategy(cfg: DictConfig) -> str | None:
     return None
 
 
+def _joblib_jobs() -> int:
+    """How many jobs of a joblib sweep run at once (1 outside one): they share the machine's cores."""
+    if not _in_multirun():
+        return 1
+    launcher = HydraConfig.get().launcher
+    if "joblib" not in str(launcher.get("_target_", "")).lower():
+        return 1
+    n_jobs = int(launcher.get("n_jobs") or 1)
+    return n_jobs if n_jobs > 0 else max(1, usable_cores() + 1 + n_jobs)  # joblib's -1 = every core
+
+
+class _DropLines(logging.Filter):
+    def __init__(self, *prefixes: str) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefixes)
+
+
+def _quiet_lightning() -> None:
+    """Drop what every run printed that no user can act on; every other warning stays."""
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # Tiny runs (tests, smoke runs) have fewer batches than the logging interval: they log once an epoch.
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than")
+    lightning = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, _DropLines) for f in lightning.filters):
+        lightning.addFilter(_DropLines("💡 Tip: For seamless cloud logging"))
+
+
 def _quiet_wandb() -> None:
     """W&B never prompts: offline unless the user has configured it (WANDB_MODE or WANDB_API_KEY)."""
     if "WANDB_MODE" not in os.environ and "WANDB_API_KEY" not in os.environ:
@@ -113,6 +153,7 @@ def _resolve_ckpt_path(cfg: DictConfig) -> str | None:
 
 def train(cfg: DictConfig) -> float | None:
     """Train and/or test as the config says; return `cfg.optimized_metric` for sweepers."""
+    threads = ThreadPolicy(cfg.get("threads", "auto"))  # it looks at the other processes from here on
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
 
@@ -133,9 +174,17 @@ def train(cfg: DictConfig) -> float | None:
     else:
         model = build(cfg.model, **datamodule.model_kwargs(), _convert_="all")
     callbacks = _instantiate_all(cfg.get("callbacks"))
+    _quiet_lightning()
     _quiet_wandb()
     loggers = _instantiate_all(cfg.get("logger"))
     try:
+        callbacks += [AdaptThreads(threads, _joblib_jobs()), DestroyProcessGroupAtExit()]
+        if cfg.trainer.get("enable_progress_bar", True) and not sys.stdout.isatty():
+            callbacks.append(
+                EpochLines()
+            )  # a log file gets a line an epoch; a terminal keeps Lightning's bar
+        if cfg.trainer.get("enable_model_summary", True):
+            callbacks.append(ModelSize())
         return _fit_and_test(cfg, ckpt_path, datamodule, model, callbacks, loggers)
     finally:
         finish_trackers(loggers)
@@ -145,16 +194,14 @@ def _fit_and_test(
     cfg: DictConfig, ckpt_path: str | None, datamodule, model, callbacks: list, loggers: list
 ) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
-    manual = {}
+    manual = {"enable_model_summary": False}  # ModelSize says it in one line
     if strategy := _safe_strategy(cfg):
         manual["strategy"] = strategy
     if not model.automatic_optimization:
         # Truncated backprop steps the optimiser itself, so it clips too (Lightning refuses both at once).
         model.manual_gradient_clip_val = cfg.trainer.get("gradient_clip_val")
         manual["gradient_clip_val"] = None
-    trainer: pl.Trainer = build(
-        cfg.trainer, callbacks=[*callbacks, DestroyProcessGroupAtExit()], logger=loggers or False, **manual
-    )
+    trainer: pl.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, **manual)
     params = _flat_hparams(cfg)
     for logger in trainer.loggers:
         logger.log_hyperparams(params)

@@ -6,6 +6,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from lm_music.checkpoints import load_checkpoint
+from lm_music.threads import usable_cores
 from tests.conftest import POLYPHONIC, ROOT, TINY_MUSIC, run_script
 
 JSB = [
@@ -49,11 +50,12 @@ def test_multirun_leaves_a_run_dir_per_job_and_a_summary(tmp_path):
         assert f"model.hidden_size={hidden}" in rows[int(job)]["overrides"]
 
 
-def test_joblib_launcher_runs_jobs_in_parallel(tmp_path):
+def test_joblib_launcher_runs_jobs_in_parallel_on_a_share_of_the_cores_each(tmp_path):
     result = run_script(
         "train.py",
         "-m",
         *JSB,
+        "threads=auto",
         "seed=1,2",
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
@@ -62,6 +64,10 @@ def test_joblib_launcher_runs_jobs_in_parallel(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in result.stderr + result.stdout
     assert [r["job"] for r in _summary(tmp_path)] == ["0", "1"]
+    cores = usable_cores()
+    for job in ("0", "1"):
+        log = (tmp_path / job / "train.log").read_text()
+        assert f"threads: {max(1, cores // 2)} (auto: 2 processes of this run share {cores} cores" in log
 
 
 def test_optuna_search_resumes_its_study_and_prints_the_best(tmp_path):
