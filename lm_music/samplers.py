@@ -154,8 +154,9 @@ class PianoRollSampler(Sampler):
         prime: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """`num_samples` rolls (B, P + length, 88) uint8 drawn as one batch: `prime` (P, 88), or else the
-        opening frame of a training piece chosen at random (P = 1), then `length` drawn frames."""
+        """`num_samples` rolls (B, P + length, 88) uint8 drawn as one batch: `prime` (P, 88) and `length` frames
+        drawn after it; without a prime, `length` frames (P = 0), the first the opening frame of a training
+        piece chosen at random and the others drawn by the model."""
         if prime is None:
             frames = torch.zeros(num_samples, 1, NUM_KEYS, device=self.device)
             if self.openings:
@@ -164,10 +165,15 @@ class PianoRollSampler(Sampler):
                 )
                 for i, pick in enumerate(picks.tolist()):
                     frames[i, 0, [p - LOWEST_PITCH for p in self.openings[pick]]] = 1.0
+            length -= 1
         else:
             frames = prime.to(self.device).float()[None].expand(num_samples, -1, -1)
-        rolls = generate(self.net, frames, length, lambda h: self.net.head.sample(h, temperature, generator))
-        return torch.cat([frames, rolls], dim=1).to(torch.uint8)
+        if length > 0:
+            drawn = generate(
+                self.net, frames, length, lambda h: self.net.head.sample(h, temperature, generator)
+            )
+            frames = torch.cat([frames, drawn], dim=1)
+        return frames.to(torch.uint8)
 
 
 SAMPLERS = {sampler.task: sampler for sampler in (LyricsSampler, PianoRollSampler)}

@@ -84,8 +84,10 @@ def test_sampling_writes_midi_png_wav_and_is_seeded(jsb_run, tmp_path):
         assert len(pretty_midi.PrettyMIDI(str(mid)).instruments[0].notes) > 0
     assert "audio rendered with" in first.stderr + first.stdout
 
+    assert "3 samples of 48 frames" in first.stdout  # length=48: the opening frame and 47 drawn
     module = module_from_checkpoint(load_checkpoint(ckpt)).eval()
     rolls = module.sample(3, 48, generator=torch.Generator().manual_seed(3)).numpy()
+    assert rolls.shape == (3, 48, 88)
     roll_back, _ = midi_to_roll(str(tmp_path / "a" / "sample_000.mid"), frames_per_beat=1)
     np.testing.assert_array_equal(roll_back, rolls[0][: len(roll_back)])
     assert not rolls[0][len(roll_back) :].any()  # only trailing silence is trimmed
