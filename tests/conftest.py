@@ -2,18 +2,68 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-LYRICS_CSV = SHARED_DATA / "lyrics" / "songdata_head.csv"
+from lm_music.errors import UserError
+from tests.data import locate
 
-# A model small enough to train in seconds on two cores; the configs' own sizes are the original's.
+ROOT = Path(__file__).resolve().parents[1]
+TEST_DATA = locate()  # $LM_MUSIC_TEST_DATA, ../shared/data, or a cache filled on first use: tests/data.py
+DATA_DIR = TEST_DATA.root
+LYRICS_CSV = DATA_DIR / "lyrics" / "songdata_head.csv"
+
+
+def pytest_sessionstart(session) -> None:
+    try:
+        TEST_DATA.fill()
+    except UserError as error:
+        pytest.exit(
+            f"error: {error}. See tests/data.py for where the tests look for their data.", returncode=2
+        )
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@contextmanager
+def serve(directory: Path, handler: type[SimpleHTTPRequestHandler] = QuietHandler) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 serving `directory`; yields its base URL."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(directory)))
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+def data_file(path: str) -> Path:
+    """A file of the data folder, or a skip naming it when it is not there (files with no public source)."""
+    file = DATA_DIR / path
+    if not file.is_file():
+        pytest.skip(
+            f"{path} is not in {DATA_DIR} and has no public source: set LM_MUSIC_TEST_DATA to a folder with it"
+        )
+    return file
+
+
+# A model small enough to train in seconds on two cores; the configs' own sizes are the original's. One
+# thread: fastest for these sizes, and the same float sums whatever else runs (tests compare weights).
 TINY_LYRICS = [
+    "threads=1",
     f"data.path={LYRICS_CSV}",
     "data.max_len=200",
     "data.batch_size=16",
@@ -67,10 +117,11 @@ def lyrics_run(tmp_path_factory) -> Path:
     return out
 
 
-POLYPHONIC = SHARED_DATA / "polyphonic"
-MIDI_DIR = SHARED_DATA / "midi"
+POLYPHONIC = DATA_DIR / "polyphonic"
+MIDI_DIR = DATA_DIR / "midi"
 
 TINY_MUSIC = [
+    "threads=1",
     "model.hidden_size=32",
     "model.embedding_dim=16",
     "model.nade_hidden=16",

@@ -3,9 +3,6 @@
 import hashlib
 import logging
 import shutil
-import threading
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -13,13 +10,13 @@ import pytest
 from lm_music.data.download import download
 from lm_music.data.pianoroll import SPLITS, load_splits, read_benchmark
 from lm_music.errors import UserError
-from tests.conftest import POLYPHONIC
+from tests.conftest import POLYPHONIC, QuietHandler, serve
 
 JSB_MAT = POLYPHONIC / "JSB_Chorales.mat"
 JSB_SHA256 = "ac0e608527cc411c7e21ef7d38be47f0de7fb6b13b3ae168b8eccf1c2a9b18d4"
 
 
-class Handler(SimpleHTTPRequestHandler):
+class Handler(QuietHandler):
     """Serves the folder; /truncated announces the whole .mat but sends half of it and hangs up."""
 
     def do_GET(self):
@@ -32,9 +29,6 @@ class Handler(SimpleHTTPRequestHandler):
         self.wfile.write(body[: len(body) // 2])
         self.close_connection = True
 
-    def log_message(self, *args):
-        pass
-
 
 @pytest.fixture
 def server(tmp_path):
@@ -44,13 +38,8 @@ def server(tmp_path):
     shutil.copy(JSB_MAT, www / "JSB_Chorales.mat")
     good = (www / "JSB_Chorales.mat").read_bytes()
     (www / "corrupt.mat").write_bytes(good[:128] + bytes(len(good) - 128))  # right header, zeroed body
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(www)))
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with serve(www, Handler) as url:
+        yield url
 
 
 def test_download_with_checksum(server, tmp_path):
