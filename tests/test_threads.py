@@ -22,8 +22,11 @@ def keep_torch_threads():
     torch.set_num_threads(before)
 
 
-def busy_loops(n: int) -> list[subprocess.Popen]:
-    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+def busy_loops(n: int, nice: int = 0) -> list[subprocess.Popen]:
+    return [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=lambda: os.nice(nice))
+        for _ in range(n)
+    ]
 
 
 def stop(processes: list[subprocess.Popen]) -> None:
@@ -103,6 +106,22 @@ def test_the_meter_sees_other_processes_and_not_this_one():
     assert beside - alone > 0.6, (alone, beside)
 
 
+def test_the_meter_leaves_out_processes_of_lower_priority():
+    """A `nice` process yields the core to this one's threads: it does not count as taking a core."""
+    meter = CpuMeter()
+    time.sleep(1.0)
+    alone = meter.others()
+    loop = busy_loops(1, nice=19)
+    try:
+        time.sleep(0.2)
+        meter.others()
+        time.sleep(1.0)
+        beside = meter.others()
+    finally:
+        stop(loop)
+    assert beside - alone < 0.3, (alone, beside)
+
+
 def _wait_for_line(log, predicate, process, timeout: float) -> str:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -145,7 +164,9 @@ def test_a_real_run_takes_one_thread_beside_busy_processes_and_more_once_they_st
         if cores > 1:
             stop(loops)
             up = _wait_for_line(log, lambda line: "threads: 1 -> " in line, process, timeout=60)
-            assert f"threads: 1 -> {cores} (other processes are using" in up, up
+            assert "(other processes are using" in up and int(up.split("threads: 1 -> ")[1].split()[0]) > 1, (
+                up
+            )
     finally:
         stop(loops)
         process.kill()
