@@ -2,13 +2,16 @@
 
     python bench/throughput.py [--quick] [--task lyrics music] [--precision 32-true bf16-mixed]
                                [--steps 3] [--music-steps 10] [--warmup 1] [--max-len 1000] [--threads 2]
+                               [--arch rnn|transformer]
 
 For each task and precision, on the same batches of the project's data module, interleaved step by step
 (so that all three see the same background load on a shared machine):
   lightning  the project's LightningModule in a pl.Trainer (a callback times steps and the data wait);
   plain      a plain step on a second loader's copy of the batch: `loss_terms`, Adam, clip 1.0
              (torch.autocast for bf16), run from the callback after each Lightning step, timed apart;
-  kernel     nn.LSTM + Linear + loss, forward + backward, on a dense random batch of the batch's shape.
+  kernel     nn.LSTM + Linear + loss, forward + backward, on a dense random batch of the batch's shape
+             (`--arch rnn` only; the Transformer's FLOP/s against a matmul: bench/transformer.py).
+`--arch transformer` times the Transformer of conf/model/{char,pianoroll}_transformer.yaml's sizes instead.
 Throughput counts real (unpadded) predicted positions: characters (lyrics) or frames (music); the kernel
 counts every position of its dense batch. Figures are medians over the timed steps, ratios are medians of
 per-batch ratios (the same batch in both paths). Model FLOPs per position = 6 x W, W = the weights of the
@@ -34,6 +37,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -44,15 +48,16 @@ from lm_music.data.pianoroll import PianoRollDataModule  # noqa: E402
 from lm_music.modules.lyrics import LyricsLM  # noqa: E402
 from lm_music.modules.pianoroll import PianoRollLM  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
 
 
 class Interleaved(pl.Callback):
     """Times Lightning's steps and, after each, a plain step on the same batch and a kernel step on a dense
     batch of its shape, so that the three paths see the same background load."""
 
-    def __init__(self, dm, plain: pl.LightningModule, outputs: int, bf16: bool) -> None:
-        self.dm, self.plain, self.outputs, self.bf16 = dm, plain, outputs, bf16
+    def __init__(self, dm, plain: pl.LightningModule, outputs: int, bf16: bool, kernel: bool = True) -> None:
+        self.dm, self.plain, self.outputs, self.bf16, self.kernel = dm, plain, outputs, bf16, kernel
         self.optimizer = plain.configure_optimizers()
         self.lstm, self.head = nn.LSTM(512, 512, 2, batch_first=True), nn.Linear(512, outputs)
         self.starts, self.ends, self.afters, self.shapes, self.plain_s, self.kernel_s = ([] for _ in range(6))
@@ -67,7 +72,7 @@ class Interleaved(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.ends.append(time.perf_counter())
         self.plain_s.append(self.plain_step())
-        self.kernel_s.append(self.kernel_step(*self.shapes[-1][0]))
+        self.kernel_s.append(self.kernel_step(*self.shapes[-1][0]) if self.kernel else float("nan"))
         self.afters.append(time.perf_counter())
 
     def plain_step(self) -> float:
@@ -108,10 +113,20 @@ def make(task: str, args) -> tuple[pl.LightningDataModule, Callable]:
     if task == "lyrics":
         dm = LyricsDataModule(str(DATA / "lyrics" / "songdata_head.csv"), max_len=args.max_len, batch_size=50)
         dm.setup("fit")
-        return dm, lambda: LyricsLM(**dm.model_kwargs())
+        return dm, lambda: LyricsLM(**dm.model_kwargs(), **sizes("char", args.arch))
     dm = PianoRollDataModule(path=str(DATA / "polyphonic" / "Nottingham.mat"), batch_size=args.music_batch)
     dm.setup("fit")
-    return dm, lambda: PianoRollLM(**dm.model_kwargs())
+    return dm, lambda: PianoRollLM(**dm.model_kwargs(), **sizes("pianoroll", args.arch))
+
+
+def sizes(model: str, arch: str) -> dict:
+    """The network's settings of conf/model/{model}_transformer.yaml; the RNN's are the classes' defaults."""
+    if arch == "rnn":
+        return {}
+    cfg = OmegaConf.load(ROOT / "conf" / "model" / f"{model}_transformer.yaml")
+    return {
+        k: v for k, v in cfg.items() if k in ("arch", "d_model", "n_layer", "n_head", "context", "dropout")
+    }
 
 
 def measure(task: str, precision: str, dm, new_module, args) -> dict:
@@ -119,7 +134,8 @@ def measure(task: str, precision: str, dm, new_module, args) -> dict:
     torch.manual_seed(0)
     module, plain = new_module(), new_module()
     plain.load_state_dict(module.state_dict())
-    bench = Interleaved(dm, plain, len(dm.vocab) if task == "lyrics" else 88, precision == "bf16-mixed")
+    outputs = len(dm.vocab) if task == "lyrics" else 88
+    bench = Interleaved(dm, plain, outputs, precision == "bf16-mixed", kernel=args.arch == "rnn")
     trainer = one_epoch_trainer(
         devices=1,
         precision=precision,
@@ -143,6 +159,7 @@ def measure(task: str, precision: str, dm, new_module, args) -> dict:
     return {
         "benchmark": "throughput",
         "task": task,
+        "arch": args.arch,
         "unit": "characters/s" if task == "lyrics" else "frames/s",
         "precision": precision,
         "batch_size": dm.batch_size,
@@ -152,14 +169,18 @@ def measure(task: str, precision: str, dm, new_module, args) -> dict:
         "padding_share": round(1 - sum(real.values()) / sum(dense.values()), 4),
         "lightning_per_s": round(lightning),
         "plain_per_s": round(med(real[i] / b.plain_s[i] for i in steps)),
-        "kernel_per_s": round(kernel),
+        "kernel_per_s": round(kernel) if b.kernel else None,
         "lightning_vs_plain": round(med(b.plain_s[i] / cycle[i] for i in steps), 3),
-        "lightning_vs_kernel": round(med(real[i] / cycle[i] * b.kernel_s[i] / dense[i] for i in steps), 3),
-        "plain_vs_kernel": round(med(real[i] / b.plain_s[i] * b.kernel_s[i] / dense[i] for i in steps), 3),
+        "lightning_vs_kernel": round(med(real[i] / cycle[i] * b.kernel_s[i] / dense[i] for i in steps), 3)
+        if b.kernel
+        else None,
+        "plain_vs_kernel": round(med(real[i] / b.plain_s[i] * b.kernel_s[i] / dense[i] for i in steps), 3)
+        if b.kernel
+        else None,
         "data_wait_share": round(sum(wait.values()) / sum(cycle.values()), 4),
-        "flops_per_position": flops,
-        "model_gflop_per_s": round(flops * lightning / 1e9, 1),
-        "kernel_gflop_per_s": round(flops * kernel / 1e9, 1),
+        "flops_per_position": flops if b.kernel else None,
+        "model_gflop_per_s": round(flops * lightning / 1e9, 1) if b.kernel else None,
+        "kernel_gflop_per_s": round(flops * kernel / 1e9, 1) if b.kernel else None,
         "step_seconds_lightning": round(med(cycle.values()), 3),
         "loadavg_1min": round(os.getloadavg()[0], 2),
         "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
@@ -180,6 +201,7 @@ def main() -> None:
     parser.add_argument("--max-len", type=int, default=1000, help="lyrics windows (data.max_len)")
     parser.add_argument("--music-batch", type=int, default=32, help="Nottingham batch size")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--arch", default="rnn", choices=["rnn", "transformer"])
     parser.add_argument("--quick", action="store_true", help="lyrics windows of 250 characters")
     args = parser.parse_args()
     if args.quick:

@@ -15,7 +15,23 @@ from lm_music.errors import UserError
 from lm_music.midi import LOWEST_PITCH, NUM_KEYS
 from lm_music.models.char_rnn import CharRNN
 from lm_music.models.pianoroll_rnn import PianoRollRNN
+from lm_music.models.transformer import CharTransformer, PianoRollTransformer
 from lm_music.vocab import CharVocab
+
+TRAINING_ARGS = ("optimizer", "scheduler", "tbptt_steps")  # the Lightning modules' own, not the network's
+
+
+def network(archs: dict[str, type], arch: str, **sizes) -> torch.nn.Module:
+    """The network of architecture `arch` (`model.arch`), built from its sizes."""
+    if arch not in archs:
+        raise UserError(f"model.arch must be one of {sorted(archs)}, got {arch!r}")
+    known = inspect.signature(archs[arch]).parameters
+    unknown = sorted(set(sizes) - set(known))
+    if unknown:
+        raise UserError(
+            f"model.{unknown[0]} is not a setting of model.arch={arch}; it takes: {', '.join(known)}"
+        )
+    return archs[arch](**sizes)
 
 
 class Sampler:
@@ -26,8 +42,8 @@ class Sampler:
     def from_checkpoint(cls, checkpoint: dict, device: torch.device | str = "cpu") -> "Sampler":
         """The sampler of a checkpoint's model (its hyperparameters less those of training), weights loaded,
         on `device`, in eval mode."""
-        wanted = inspect.signature(cls.__init__).parameters
-        sampler = cls(**{k: v for k, v in checkpoint["hyper_parameters"].items() if k in wanted})
+        hyper = checkpoint["hyper_parameters"]
+        sampler = cls(**{k: v for k, v in hyper.items() if k not in TRAINING_ARGS})
         weights = {k[len("net.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
         sampler.net.load_state_dict(weights)
         sampler.net.to(device).eval()
@@ -39,7 +55,7 @@ class Sampler:
 
 
 class LyricsSampler(Sampler):
-    """A character RNN with its vocabulary and artists: text in, text out."""
+    """A character model (`arch`: rnn or transformer) with its vocabulary and artists: text in, text out."""
 
     task = "lyrics"
 
@@ -48,14 +64,10 @@ class LyricsSampler(Sampler):
         vocab: str,
         artists: list[str] | None = None,
         conditional: bool = False,
-        cell: str = "lstm",
-        num_layers: int = 2,
-        hidden_size: int = 512,
-        embedding_dim: int = 512,
-        artist_embedding_dim: int = 512,
-        dropout: float = 0.0,
-        weight_dropout: float = 0.0,
+        arch: str = "rnn",
+        **sizes,
     ) -> None:
+        """`sizes`: the arguments of `CharRNN` or `CharTransformer` other than the vocabulary and artists."""
         self.vocab = CharVocab(vocab)
         self.artists = list(artists or [])
         if conditional and not self.artists:
@@ -63,16 +75,12 @@ class LyricsSampler(Sampler):
                 "a conditional lyrics model needs artists: set data.artist_column to the CSV's artist column"
             )
         self.conditional = conditional
-        self.net = CharRNN(
+        self.net = network(
+            {"rnn": CharRNN, "transformer": CharTransformer},
+            arch,
             vocab_size=len(self.vocab),
-            embedding_dim=embedding_dim,
-            hidden_size=hidden_size,
-            num_layers=num_layers,
-            cell=cell,
-            dropout=dropout,
             num_artists=len(self.artists) if conditional else 0,
-            artist_embedding_dim=artist_embedding_dim,
-            weight_dropout=weight_dropout,
+            **sizes,
         )
 
     def artist_ids(self, artists: list[str]) -> list[int]:
@@ -122,7 +130,8 @@ class LyricsSampler(Sampler):
 
 
 class PianoRollSampler(Sampler):
-    """A piano-roll RNN with its time grid and the opening frames of training pieces to start from."""
+    """A piano-roll model (`arch`: rnn or transformer) with its time grid and the opening frames of training
+    pieces to start from."""
 
     task = "pianoroll"
 
@@ -131,19 +140,14 @@ class PianoRollSampler(Sampler):
         frames_per_beat: int | None = 2,
         fs: float | None = None,
         openings: list[list[int]] | None = None,
-        cell: str = "lstm",
-        num_layers: int = 2,
-        hidden_size: int = 512,
-        embedding_dim: int = 512,
-        dropout: float = 0.0,
-        head: str = "bernoulli",
-        nade_hidden: int = 150,
-        weight_dropout: float = 0.0,
+        arch: str = "rnn",
+        **sizes,
     ) -> None:
+        """`sizes`: the arguments of `PianoRollRNN` or `PianoRollTransformer` (sizes, head)."""
         self.frames_per_beat, self.fs = frames_per_beat, fs
         self.openings = [list(o) for o in (openings or [])]
-        self.net = PianoRollRNN(
-            NUM_KEYS, embedding_dim, hidden_size, num_layers, cell, dropout, head, nade_hidden, weight_dropout
+        self.net = network(
+            {"rnn": PianoRollRNN, "transformer": PianoRollTransformer}, arch, num_keys=NUM_KEYS, **sizes
         )
 
     def sample(

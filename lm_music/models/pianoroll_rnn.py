@@ -3,7 +3,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lm_music.errors import UserError
-from lm_music.models.rnn import State, make_rnn
+from lm_music.models.rnn import State, carry_state, make_rnn
 
 
 class BernoulliHead(nn.Module):
@@ -91,6 +91,19 @@ class NADEHead(nn.Module):
 HEADS = {"bernoulli": BernoulliHead, "nade": NADEHead}
 
 
+def make_head(head: str, hidden_size: int, num_keys: int, nade_hidden: int) -> nn.Module:
+    """The output head over the next frame's keys, from features of `hidden_size` (the RNN's or Transformer's)."""
+    if head not in HEADS:
+        raise UserError(f"model.head must be one of {sorted(HEADS)}, got {head!r}")
+    if nade_hidden < 1:
+        raise UserError(f"model.nade_hidden must be at least 1, got {nade_hidden}")
+    return (
+        NADEHead(hidden_size, num_keys, nade_hidden)
+        if head == "nade"
+        else BernoulliHead(hidden_size, num_keys)
+    )
+
+
 class PianoRollRNN(nn.Module):
     """Frame projection -> LSTM/GRU -> an output head over the 88 keys of the next frame."""
 
@@ -107,20 +120,14 @@ class PianoRollRNN(nn.Module):
         weight_dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if head not in HEADS:
-            raise UserError(f"model.head must be one of {sorted(HEADS)}, got {head!r}")
-        if nade_hidden < 1:
-            raise UserError(f"model.nade_hidden must be at least 1, got {nade_hidden}")
         self.input = nn.Linear(num_keys, embedding_dim)
         self.dropout = nn.Dropout(dropout)
         self.rnn = make_rnn(cell, embedding_dim, hidden_size, num_layers, dropout, weight_dropout)
-        self.head = (
-            NADEHead(hidden_size, num_keys, nade_hidden)
-            if head == "nade"
-            else BernoulliHead(hidden_size, num_keys)
-        )
+        self.head = make_head(head, hidden_size, num_keys, nade_hidden)
 
     def forward(self, frames: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """frames (B, T, K) 0/1 -> features (B, T, H) that the head turns into the next frame's distribution."""
         h, state = self.rnn(self.dropout(self.input(frames)), state)
         return self.dropout(h), state
+
+    carry_state = staticmethod(carry_state)  # what truncated backprop carries into the next chunk

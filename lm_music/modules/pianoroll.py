@@ -4,7 +4,6 @@ import torch
 
 from lm_music import midi
 from lm_music.errors import UserError
-from lm_music.models.rnn import carry_state
 from lm_music.modules.base import SequenceLM
 from lm_music.samplers import PianoRollSampler
 
@@ -92,7 +91,7 @@ class PianoRollLM(SequenceLM):
             if rows == 0:
                 break
             if state is not None:
-                state = carry_state(state, rows)
+                state = self.net.carry_state(state, rows)
             chunk = slice(start, start + self.tbptt_steps)
             nll_sum, count, _, state = self._terms(
                 inputs[:rows, chunk], targets[:rows, chunk], mask[:rows, chunk], state, with_accuracy=False
