@@ -53,7 +53,8 @@ def test_changing_a_later_position_leaves_earlier_outputs_unchanged(length):
 
 
 def test_cached_steps_give_the_distribution_of_the_recomputed_prefix():
-    """Lyrics: each cached step's logits are those of a forward pass over the whole prefix."""
+    """Lyrics: logits read with the cache (a chunk, then one position at a time) are those of a forward pass
+    over the whole prefix."""
     model = char_model()
     ids = torch.randint(20, (3, 14), generator=torch.Generator().manual_seed(2))
     artists = torch.tensor([0, 1, 2])
@@ -61,7 +62,9 @@ def test_cached_steps_give_the_distribution_of_the_recomputed_prefix():
         full, _ = model(ids, artists)
         logits, state = model(ids[:, :4], artists)
         stepped = [logits]
-        for t in range(4, 14):
+        logits, state = model(ids[:, 4:9], artists, state)  # several new positions beside a cache
+        stepped.append(logits)
+        for t in range(9, 14):
             logits, state = model(ids[:, t : t + 1], artists, state)
             stepped.append(logits)
     torch.testing.assert_close(torch.cat(stepped, 1), full, atol=1e-5, rtol=1e-5)
