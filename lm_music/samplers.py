@@ -130,8 +130,8 @@ class LyricsSampler(Sampler):
 
 
 class PianoRollSampler(Sampler):
-    """A piano-roll model (`arch`: rnn or transformer) with its time grid and the opening frames of training
-    pieces to start from."""
+    """A piano-roll model (`arch`: rnn or transformer) with its time grid and, for a model without a learned
+    start, the opening frames of training pieces to start from."""
 
     task = "pianoroll"
 
@@ -159,9 +159,14 @@ class PianoRollSampler(Sampler):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """`num_samples` rolls (B, P + length, 88) uint8 drawn as one batch: `prime` (P, 88) and `length` frames
-        drawn after it; without a prime, `length` frames (P = 0), the first the opening frame of a training
-        piece chosen at random and the others drawn by the model."""
-        if prime is None:
+        drawn after it; without a prime, `length` frames (P = 0), all drawn by a model with a learned start,
+        else the first the opening frame of a training piece chosen at random."""
+        learned_start = self.net.start is not None
+        if prime is not None:
+            frames = prime.to(self.device).float()[None].expand(num_samples, -1, -1)
+        elif learned_start:
+            frames = torch.zeros(num_samples, 0, NUM_KEYS, device=self.device)
+        else:
             frames = torch.zeros(num_samples, 1, NUM_KEYS, device=self.device)
             if self.openings:
                 picks = torch.randint(
@@ -170,11 +175,12 @@ class PianoRollSampler(Sampler):
                 for i, pick in enumerate(picks.tolist()):
                     frames[i, 0, [p - LOWEST_PITCH for p in self.openings[pick]]] = 1.0
             length -= 1
-        else:
-            frames = prime.to(self.device).float()[None].expand(num_samples, -1, -1)
         if length > 0:
             drawn = generate(
-                self.net, frames, length, lambda h: self.net.head.sample(h, temperature, generator)
+                lambda x, state: self.net(x, state, start=learned_start and state is None),
+                frames,
+                length,
+                lambda h: self.net.head.sample(h, temperature, generator),
             )
             frames = torch.cat([frames, drawn], dim=1)
         return frames.to(torch.uint8)

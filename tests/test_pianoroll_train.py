@@ -44,6 +44,38 @@ def test_nll_follows_the_benchmark_protocol(jsb):
     assert 40 < nll_sum.item() / frames < 80
 
 
+def test_nll_all_scores_frame_1_from_the_learned_start(jsb):
+    """nll_all: frames 1..T over sum(T_i), frame 1 predicted from the learned start; nll: frames 2..T over
+    sum(T_i - 1), from the same outputs; the loss is nll_all."""
+    torch.manual_seed(0)
+    module = PianoRollLM(hidden_size=16, embedding_dim=8, learned_start=True).eval()
+    rolls = [
+        jsb["test"][0],
+        jsb["test"][5][:7],
+        jsb["test"][9][:1],
+    ]  # the last: only frame 1, scored in nll_all
+    with torch.no_grad():
+        nll_sum, count, extra = module.loss_terms(pad_collate([(r, -1) for r in rolls]))
+        per_frame = []
+        for roll in rolls:
+            x = torch.from_numpy(roll).float()[None]
+            h, _ = module(x[:, :-1], start=True)
+            assert h.shape[1] == len(roll)
+            p = torch.sigmoid(module.net.head.linear(h)).double()
+            y = x.double()
+            per_frame.append(-(y * p.log() + (1 - y) * (1 - p).log()).sum(-1)[0])
+        first = torch.cat([f[:1] for f in per_frame]).sum().item()
+        later = torch.cat([f[1:] for f in per_frame]).sum().item()
+    assert count.item() == extra["nll_all"][1].item() == sum(len(r) for r in rolls)
+    assert extra["nll"][1].item() == sum(len(r) - 1 for r in rolls)
+    assert nll_sum.item() == pytest.approx(first + later, rel=1e-5)
+    assert extra["nll_all"][0].item() == pytest.approx(first + later, rel=1e-5)
+    assert extra["nll"][0].item() == pytest.approx(later, rel=1e-5)
+    # Frame 1 is predicted from the start alone: the same distribution for every piece.
+    h0, _ = module(torch.zeros(1, 0, 88), start=True)
+    assert h0.shape == (1, 1, 16)
+
+
 def test_frame_accuracy_counts_true_and_false_keys():
     module = PianoRollLM(hidden_size=4, embedding_dim=4).eval()  # frame accuracy is an evaluation metric
     with torch.no_grad():
@@ -61,7 +93,8 @@ def test_frame_accuracy_counts_true_and_false_keys():
 def test_jsb_training_learns_and_logs_rolls_and_audio(jsb_run):
     metrics = json.loads((jsb_run / "metrics.json").read_text())
     # Every key at p = 0.5 costs 61 nats per frame; per-key base rates (no model of time) cost 11.1.
-    assert metrics["test/nll"] < 20 and metrics["val/nll"] == metrics["val/loss"]
+    assert metrics["test/nll"] < 20 and metrics["test/nll_all"] < 20
+    assert metrics["val/nll_all"] == metrics["val/loss"]  # a learned start (the default): frames 1..T trained
     assert 0 <= metrics["val/frame_acc"] <= 1
     events = EventAccumulator(str(jsb_run / "tensorboard"), size_guidance={"images": 0, "audio": 0}).Reload()
     assert "samples/roll_0" in events.Tags()["images"]
@@ -84,7 +117,7 @@ def test_sampling_writes_midi_png_wav_and_is_seeded(jsb_run, tmp_path):
         assert len(pretty_midi.PrettyMIDI(str(mid)).instruments[0].notes) > 0
     assert "audio rendered with" in first.stderr + first.stdout
 
-    assert "3 samples of 48 frames" in first.stdout  # length=48: the opening frame and 47 drawn
+    assert "3 samples of 48 frames" in first.stdout  # length=48: all drawn after the learned start
     module = module_from_checkpoint(load_checkpoint(ckpt)).eval()
     rolls = module.sample(3, 48, generator=torch.Generator().manual_seed(3)).numpy()
     assert rolls.shape == (3, 48, 88)
@@ -123,16 +156,18 @@ def test_truncated_backprop_steps_once_per_chunk(tmp_path):
     assert math.isfinite(metrics["test/nll"])
 
 
-def test_truncated_backprop_drops_ended_pieces_from_later_chunks(jsb):
+@pytest.mark.parametrize(("learned_start", "rows"), [(False, [3, 3, 1, 1, 1]), (True, [3, 3, 2, 1, 1])])
+def test_truncated_backprop_drops_ended_pieces_from_later_chunks(jsb, learned_start, rows):
     """Chunks run only the pieces still going (no padding computed) and train exactly as the padded batch."""
     import copy
 
     import pytorch_lightning as pl
 
     torch.manual_seed(0)
-    module = PianoRollLM(hidden_size=16, embedding_dim=8, tbptt_steps=16)
+    module = PianoRollLM(hidden_size=16, embedding_dim=8, tbptt_steps=16, learned_start=learned_start)
     reference = copy.deepcopy(module)
-    rolls = [jsb["train"][0][:20], jsb["train"][4][:70], jsb["train"][2][:40]]  # 19, 69 and 39 scored frames
+    # 19, 69 and 32 target frames (20, 70 and 33 after a learned start: the third reaches the chunk at 32)
+    rolls = [jsb["train"][0][:20], jsb["train"][4][:70], jsb["train"][2][:33]]
     batch = pad_collate([(r, -1) for r in rolls])
 
     rows_seen = []
@@ -142,16 +177,25 @@ def test_truncated_backprop_drops_ended_pieces_from_later_chunks(jsb):
         max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=0
     )
     trainer.fit(module, train_dataloaders=loader)
-    assert rows_seen == [3, 3, 2, 1, 1]  # chunks starting at 0, 16, 32, 48, 64
+    assert rows_seen == rows  # chunks starting at 0, 16, 32, 48, 64
 
     # The old way: every chunk runs the whole padded batch, the ended rows masked out of the loss.
     optimizer = torch.optim.Adam(reference.parameters(), lr=1e-3)
-    inputs, targets, mask = PianoRollLM._split(batch)
+    inputs, targets, scored, scored_all = reference._split(batch)
+    if learned_start:  # the start's output predicts frame 1: the inputs run one position behind the targets
+        inputs = torch.cat([torch.zeros_like(inputs[:, :1]), inputs], dim=1)
     state = None
-    for start in range(0, inputs.shape[1], 16):
-        chunk = slice(start, start + 16)
+    for begin in range(0, targets.shape[1], 16):
+        chunk = slice(begin, begin + 16)
+        first = learned_start and begin == 0
         nll_sum, count, _, state = reference._terms(
-            inputs[:, chunk], targets[:, chunk], mask[:, chunk], state, with_accuracy=False
+            inputs[:, 1:16] if first else inputs[:, chunk],
+            targets[:, chunk],
+            scored[:, chunk],
+            scored_all[:, chunk],
+            state,
+            start=first,
+            with_accuracy=False,
         )
         optimizer.zero_grad()
         (nll_sum / count).backward()

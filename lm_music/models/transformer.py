@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lm_music.errors import UserError
-from lm_music.models.pianoroll_rnn import make_head
+from lm_music.models.pianoroll_rnn import LearnedStart, embed_frames, make_head
 
 
 @dataclass
@@ -211,16 +211,21 @@ class PianoRollTransformer(nn.Module):
         dropout: float = 0.1,
         head: str = "nade",
         nade_hidden: int = 150,
+        learned_start: bool = False,
     ) -> None:
         super().__init__()
         self.input = nn.Linear(num_keys, d_model)
+        self.start = LearnedStart(d_model) if learned_start else None
         self.transformer = Transformer(d_model, n_layer, n_head, context, dropout)
         self.transformer.init_weights(self)
         self.head = make_head(head, d_model, num_keys, nade_hidden)
 
-    def forward(self, frames: torch.Tensor, state: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
-        """frames (B, T, K) 0/1 -> features (B, T, d_model) that the head turns into the next frame's distribution."""
-        return self.transformer(self.input(frames), state)
+    def forward(
+        self, frames: torch.Tensor, state: KVCache | None = None, start: bool = False
+    ) -> tuple[torch.Tensor, KVCache]:
+        """frames (B, T, K) 0/1 -> features (B, T, d_model) that the head turns into the next frame's
+        distribution; with `start`, the learned start first: (B, 1 + T, d_model), the first predicting frame 1."""
+        return self.transformer(embed_frames(self, frames, start), state)
 
     @staticmethod
     def carry_state(state: KVCache, rows: int) -> KVCache:
