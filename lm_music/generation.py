@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from lm_music.checkpoints import load_checkpoint
 from lm_music.errors import UserError
+from lm_music.export import PRETRAINED, pretrained_listing
 from lm_music.io import atomic_path, write_text_atomic
 from lm_music.samplers import SAMPLERS, LyricsSampler, PianoRollSampler
 from lm_music.threads import ThreadPolicy
@@ -17,8 +18,11 @@ log = logging.getLogger(__name__)
 
 
 def _check_args(cfg: DictConfig) -> None:
-    if not cfg.get("ckpt_path"):
-        raise UserError("give the checkpoint to sample from: ckpt_path=RUN_DIR/checkpoints/last.ckpt")
+    if not cfg.get("ckpt_path") and not cfg.get("pretrained"):
+        raise UserError(
+            "give the model to sample from: ckpt_path=RUN_DIR/checkpoints/last.ckpt or pretrained=NAME "
+            "(pretrained=list shows the shipped ones)"
+        )
     if cfg.num_samples < 1:
         raise UserError(f"num_samples must be at least 1, got {cfg.num_samples}")
     if cfg.length < 1:
@@ -94,10 +98,14 @@ def sample_music(
 
 
 def sample(cfg: DictConfig) -> list[Path]:
-    """Draw `num_samples` samples as one batch from the checkpoint; return the files written."""
+    """Draw `num_samples` samples as one batch from the checkpoint (or shipped model); return the files
+    written."""
+    if not cfg.get("ckpt_path") and cfg.get("pretrained") == "list":
+        print(pretrained_listing())
+        return []
     _check_args(cfg)
     threads = ThreadPolicy(cfg.get("threads", "auto"))
-    checkpoint = load_checkpoint(cfg.ckpt_path)
+    checkpoint = load_checkpoint(cfg.get("ckpt_path") or f"{PRETRAINED}{cfg.pretrained}")
     device = torch.device(cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
     sampler = SAMPLERS[checkpoint["lm_music_task"]].from_checkpoint(checkpoint, device)
     threads.start()

@@ -12,6 +12,7 @@ import torch
 
 from lm_music.decoding import categorical_draw, generate
 from lm_music.errors import UserError
+from lm_music.export import check_weights
 from lm_music.midi import LOWEST_PITCH, NUM_KEYS
 from lm_music.models.char_rnn import CharRNN
 from lm_music.models.pianoroll_rnn import PianoRollRNN
@@ -34,6 +35,11 @@ def network(archs: dict[str, type], arch: str, **sizes) -> torch.nn.Module:
     return archs[arch](**sizes)
 
 
+def network_weights(checkpoint: dict) -> dict[str, torch.Tensor]:
+    """The network's weights in a checkpoint's state dict, without their `net.` prefix."""
+    return {k[len("net.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+
+
 class Sampler:
     task = ""
     net: torch.nn.Module
@@ -44,8 +50,7 @@ class Sampler:
         on `device`, in eval mode."""
         hyper = checkpoint["hyper_parameters"]
         sampler = cls(**{k: v for k, v in hyper.items() if k not in TRAINING_ARGS})
-        weights = {k[len("net.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
-        sampler.net.load_state_dict(weights)
+        check_weights(sampler.net, network_weights(checkpoint), checkpoint.get("path", "the checkpoint"))
         sampler.net.to(device).eval()
         return sampler
 

@@ -4,6 +4,7 @@ import json
 import logging
 import math
 import os
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -80,6 +81,26 @@ def _progress(trainer: pl.Trainer) -> dict:
         checkpoint = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
         return {"global_step": checkpoint["global_step"], "epoch": checkpoint["epoch"]}
     return {"global_step": trainer.global_step, "epoch": trainer.current_epoch}
+
+
+def source_commit() -> str | None:
+    """The git commit of the lm_music source that ran (with `+dirty` for uncommitted changes), if a checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
 
 
 @rank_zero_only
@@ -207,7 +228,7 @@ def _fit_and_test(
         logger.log_hyperparams(params)
 
     metrics: dict = {}
-    ckpt_for_test = ckpt_path
+    ckpt_for_test = None  # train=false: the model was built from ckpt_path, weights loaded
     evaluator = trainer
     if cfg.train:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -233,7 +254,8 @@ def _fit_and_test(
         {
             **_progress(trainer),
             "best_checkpoint": best,
-            "tested_checkpoint": str(ckpt_for_test) if ckpt_for_test else None,
+            "tested_checkpoint": str(ckpt_for_test or ckpt_path or "") or None,
+            "commit": source_commit(),
         }
     )
     write_metrics(output_dir / "metrics.json", result)
