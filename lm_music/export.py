@@ -191,7 +191,7 @@ def summary(config: dict) -> str:
     return line + (f": {', '.join(shown)}" if shown else "")
 
 
-def model_card(config: dict, facts: dict, dataset: dict, name: str) -> str:
+def model_card(config: dict, facts: dict, dataset: dict, name: str, shipped: bool = False) -> str:
     """README.md in the Hub layout: YAML front matter (license, tags, datasets, metrics), then the card."""
     metrics = config.get("metrics") or {}
     task = config["task"]
@@ -264,13 +264,13 @@ def model_card(config: dict, facts: dict, dataset: dict, name: str) -> str:
         lines.append(
             "Not measured (export with score=true to re-score the exported weights on the test split)."
         )
+    where = f"pretrained={name}" if shipped else f"ckpt_path=PATH/TO/{name}"
     lines += [
         "",
         "## Use",
         "",
         "```bash",
-        f"python sample.py ckpt_path={name} num_samples=4 length=256 out_dir=samples"
-        + (" audio=true" if task == "pianoroll" else ""),
+        f"python sample.py {where} num_samples=4 length={256 if task == 'pianoroll' else 500} out_dir=samples",
         "```",
         "",
         "Weights are safetensors (no code runs on loading); `config.json` holds what sampling needs.",
@@ -288,7 +288,7 @@ def export(
 ) -> list[Path]:
     """Write `ckpt_path`'s network as an exported folder; with `score`, re-score the written weights on the
     test split of the run's data (its .hydra/config.yaml) and put those figures in the card."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from lm_music.checkpoints import load_checkpoint
 
@@ -321,12 +321,13 @@ def export(
     name = name or out_dir.name
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / WEIGHTS) as tmp:
-        save_file(weights, str(tmp), metadata={"format": "pt"})
+        tmp.write_bytes(save(weights, metadata={"format": "pt"}))
     if score:
         config["metrics"] = {**_score(out_dir, config, facts), "measured_on": f"these {dtype} weights"}
     config["summary"] = summary(config)
     write_text_atomic(out_dir / CONFIG, json.dumps(config, indent=2) + "\n")
-    write_text_atomic(out_dir / CARD, model_card(config, facts, dataset, name))
+    shipped = out_dir.resolve().parent == PRETRAINED_DIR.resolve()
+    write_text_atomic(out_dir / CARD, model_card(config, facts, dataset, name, shipped))
     return [out_dir / WEIGHTS, out_dir / CONFIG, out_dir / CARD]
 
 
@@ -342,7 +343,7 @@ def _score(folder: Path, config: dict, facts: dict) -> dict:
         *(yaml.safe_load((Path(facts["run"]) / ".hydra" / "overrides.yaml").read_text()) or []),
         "train=false",
         f"ckpt_path={folder.resolve()}",
-        "logger=[]",
+        "logger=csv",
         f"hydra.run.dir={scoring}",
     ]
     try:

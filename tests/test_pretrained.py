@@ -1,0 +1,52 @@
+"""The shipped models: sampling with no arguments, the listing, and each benchmark model re-scoring to the
+figure on its card (any drift in data reading or metric code fails here)."""
+
+import json
+
+import pretty_midi
+import pytest
+import scipy.io.wavfile
+
+from lm_music.export import PRETRAINED_DIR, pretrained_names
+from tests.conftest import POLYPHONIC, run_script
+
+
+def test_sample_py_with_no_arguments_writes_a_chorale(tmp_path):
+    result = run_script("sample.py", "num_samples=2", "length=32", "threads=1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for i in range(2):
+        midi = tmp_path / "samples" / f"sample_{i:03d}.mid"
+        assert len(pretty_midi.PrettyMIDI(str(midi)).instruments[0].notes) > 0
+        assert midi.with_suffix(".png").stat().st_size > 1000
+        rate, audio = scipy.io.wavfile.read(midi.with_suffix(".wav"))
+        assert rate == 22050 and len(audio) > rate
+
+
+def test_pretrained_list_shows_every_shipped_model_with_its_summary():
+    result = run_script("sample.py", "pretrained=list")
+    assert result.returncode == 0, result.stderr
+    assert pretrained_names() == ["bach_chorales", "jsb_chorales", "nottingham", "piano_midi"]
+    for name in pretrained_names():
+        summary = json.loads((PRETRAINED_DIR / name / "config.json").read_text())["summary"]
+        assert f"{name}" in result.stdout and summary in result.stdout
+
+
+@pytest.mark.parametrize("name", ["jsb_chorales"])
+def test_a_shipped_model_rescores_to_its_card(tmp_path, name):
+    config = json.loads((PRETRAINED_DIR / name / "config.json").read_text())
+    result = run_script(
+        "train.py",
+        f"experiment={name}",
+        f"data.path={POLYPHONIC / 'JSB_Chorales.mat'}",
+        "train=false",
+        f"ckpt_path=pretrained:{name}",
+        "threads=1",
+        "logger=csv",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("test/nll", "test/nll_all", "test/frame_acc"):
+        assert metrics[key] == pytest.approx(config["metrics"][key], abs=1e-3), key
+    card = (PRETRAINED_DIR / name / "README.md").read_text()
+    assert f"| test/nll | {config['metrics']['test/nll']:.4f} |" in card
