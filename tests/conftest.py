@@ -84,6 +84,15 @@ def compose_train(output_dir: Path, overrides: list[str]):
         return compose("train", overrides=[f"paths.output_dir={output_dir}", *overrides])
 
 
+def sample_run(overrides: list[str]) -> list[Path]:
+    """`python sample.py OVERRIDES` in this process; return the files written."""
+    from lm_music.generation import sample
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return sample(compose("sample", overrides=overrides))
+
+
 def train_run(output_dir: Path, overrides: list[str]) -> dict:
     """Run the training function in this process; return its metrics.json."""
     from lm_music.training import train

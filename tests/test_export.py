@@ -6,7 +6,7 @@ import pytest
 from lm_music.checkpoints import load_checkpoint
 from lm_music.errors import UserError
 from lm_music.export import export
-from tests.conftest import POLYPHONIC, TINY_MUSIC, run_script
+from tests.conftest import POLYPHONIC, TINY_MUSIC, run_script, sample_run, train_run
 
 JSB = ["experiment=jsb_chorales", f"data.path={POLYPHONIC / 'JSB_Chorales.mat'}", *TINY_MUSIC]
 
@@ -29,32 +29,22 @@ def test_export_writes_the_hub_layout(exported):
     card = (exported / "README.md").read_text()
     front = card.split("---")[1]
     assert "license:" in front and "tags:" in front and "library_name: lm_music" in front
-    assert f"{config['parameters']:,}" in card
+    assert f"{config['parameters']:,}" in card and "ckpt_path=PATH/TO/my-jsb-model" in card
 
 
 def test_an_exported_model_samples_and_scores_as_its_checkpoint(jsb_run, exported, tmp_path):
     ckpt = jsb_run / "checkpoints" / "last.ckpt"
     for name, source in (("ckpt", ckpt), ("folder", exported)):
-        result = run_script(
-            "sample.py",
-            f"ckpt_path={source}",
-            "num_samples=2",
-            "length=40",
-            "seed=5",
-            f"out_dir={tmp_path / name}",
+        sample_run(
+            [f"ckpt_path={source}", "num_samples=2", "length=40", "seed=5", f"out_dir={tmp_path / name}"]
         )
-        assert result.returncode == 0, result.stderr
     for i in range(2):
         midi = f"sample_{i:03d}.mid"
         assert (tmp_path / "ckpt" / midi).read_bytes() == (tmp_path / "folder" / midi).read_bytes()
-    scores = {}
-    for name, source in (("ckpt", ckpt), ("folder", exported)):
-        run = tmp_path / f"score_{name}"
-        result = run_script("train.py", *JSB, "train=false", f"ckpt_path={source}", f"hydra.run.dir={run}")
-        assert result.returncode == 0, result.stderr
-        scores[name] = json.loads((run / "metrics.json").read_text())
-    assert scores["folder"]["test/nll"] == scores["ckpt"]["test/nll"]
-    assert scores["folder"]["test/nll_all"] == scores["ckpt"]["test/nll_all"]
+    ckpt_scores = train_run(tmp_path / "score_ckpt", [*JSB, "train=false", f"ckpt_path={ckpt}"])
+    folder_scores = train_run(tmp_path / "score_folder", [*JSB, "train=false", f"ckpt_path={exported}"])
+    for key in ("test/nll", "test/nll_all", "test/frame_acc"):
+        assert folder_scores[key] == ckpt_scores[key], key
 
 
 def test_bad_exported_folders_and_names_are_one_line(exported, tmp_path):
@@ -69,12 +59,15 @@ def test_bad_exported_folders_and_names_are_one_line(exported, tmp_path):
     cases = [
         (f"ckpt_path={no_weights}", "needs model.safetensors and config.json"),
         (f"ckpt_path={mismatched}", "the weights do not match the model its config describes"),
-        ("pretrained=no_such_model", "no pretrained model 'no_such_model'; shipped: bach_chorales"),
     ]
     for arg, message in cases:
-        result = run_script("sample.py", arg, f"out_dir={tmp_path / 'out'}")
-        assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
-        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        with pytest.raises(UserError, match=message):
+            sample_run([arg, f"out_dir={tmp_path / 'out'}"])
+    result = run_script("sample.py", "pretrained=no_such_model", f"out_dir={tmp_path / 'out'}")
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().endswith(
+        "error: no pretrained model 'no_such_model'; shipped: bach_chorales, jsb_chorales, nottingham, piano_midi"
+    )
     assert not (tmp_path / "out").exists()
     with pytest.raises(UserError, match="already an exported model"):
         export(exported, tmp_path / "again")

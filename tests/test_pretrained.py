@@ -8,7 +8,7 @@ import pytest
 import scipy.io.wavfile
 
 from lm_music.export import PRETRAINED_DIR, pretrained_names
-from tests.conftest import POLYPHONIC, run_script
+from tests.conftest import POLYPHONIC, run_script, sample_run, train_run
 
 
 def test_sample_py_with_no_arguments_writes_a_chorale(tmp_path):
@@ -22,31 +22,29 @@ def test_sample_py_with_no_arguments_writes_a_chorale(tmp_path):
         assert rate == 22050 and len(audio) > rate
 
 
-def test_pretrained_list_shows_every_shipped_model_with_its_summary():
-    result = run_script("sample.py", "pretrained=list")
-    assert result.returncode == 0, result.stderr
+def test_pretrained_list_shows_every_shipped_model_with_its_summary(capsys):
+    assert sample_run(["pretrained=list"]) == []
+    shown = capsys.readouterr().out
     assert pretrained_names() == ["bach_chorales", "jsb_chorales", "nottingham", "piano_midi"]
     for name in pretrained_names():
         summary = json.loads((PRETRAINED_DIR / name / "config.json").read_text())["summary"]
-        assert f"{name}" in result.stdout and summary in result.stdout
+        assert f"{name} " in shown and summary in shown
 
 
-@pytest.mark.parametrize("name", ["jsb_chorales"])
-def test_a_shipped_model_rescores_to_its_card(tmp_path, name):
-    config = json.loads((PRETRAINED_DIR / name / "config.json").read_text())
-    result = run_script(
-        "train.py",
-        f"experiment={name}",
-        f"data.path={POLYPHONIC / 'JSB_Chorales.mat'}",
-        "train=false",
-        f"ckpt_path=pretrained:{name}",
-        "threads=1",
-        "logger=csv",
-        f"hydra.run.dir={tmp_path}",
+def test_the_shipped_jsb_model_rescores_to_its_card(tmp_path):
+    config = json.loads((PRETRAINED_DIR / "jsb_chorales" / "config.json").read_text())
+    metrics = train_run(
+        tmp_path,
+        [
+            "experiment=jsb_chorales",
+            f"data.path={POLYPHONIC / 'JSB_Chorales.mat'}",
+            "train=false",
+            "ckpt_path=pretrained:jsb_chorales",
+            "threads=1",
+            "logger=csv",
+        ],
     )
-    assert result.returncode == 0, result.stderr
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
     for key in ("test/nll", "test/nll_all", "test/frame_acc"):
         assert metrics[key] == pytest.approx(config["metrics"][key], abs=1e-3), key
-    card = (PRETRAINED_DIR / name / "README.md").read_text()
+    card = (PRETRAINED_DIR / "jsb_chorales" / "README.md").read_text()
     assert f"| test/nll | {config['metrics']['test/nll']:.4f} |" in card

@@ -1,0 +1,1 @@
+"""lm_music: generative RNNs of song lyrics and polyphonic piano music."""

@@ -1,0 +1,70 @@
+"""Batched step-by-step generation: the prefix is read once, then the RNN state is carried one step at a time."""
+
+import warnings
+from collections.abc import Callable
+
+import torch
+
+StepFn = Callable[[torch.Tensor, object], tuple[torch.Tensor, object]]
+
+
+@torch.inference_mode()
+def generate(
+    step: StepFn, prime: torch.Tensor, length: int, draw: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """Run `step` over the prime (B, P, ...), then draw `length` more steps, feeding each draw back.
+
+    `step(inputs (B, T, ...), state) -> (logits (B, T, ...), state)`; `draw(logits (B, ...)) -> (B, ...)`.
+    Returns the drawn steps (B, length, ...), without the prime.
+
+    oneDNN is switched off on the CPU here: its LSTM pays a fixed cost of several milliseconds a call, which
+    is nearly all of a one-step call's time (bench/sampling.py). Training keeps it: there it is the fast path.
+    """
+    with warnings.catch_warnings():
+        # flags() warns that oneDNN's TF32 needs an Intel GPU: true, and nothing a user can act on.
+        warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
+        with torch.backends.mkldnn.flags(enabled=prime.device.type != "cpu"):
+            logits, state = step(prime, None)
+            drawn = []
+            for i in range(length):
+                token = draw(logits[:, -1])
+                drawn.append(token)
+                if i + 1 < length:
+                    logits, state = step(token[:, None], state)
+    return torch.stack(drawn, dim=1)
+
+
+def categorical_draw(
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Draw one id per row from softmax(logits / temperature), optionally kept to the top k or nucleus p."""
+
+    def draw(logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float() / temperature
+        if top_k:
+            kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if top_p is not None and top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, descending=True)
+            cumulative = sorted_logits.softmax(-1).cumsum(-1)
+            drop_sorted = cumulative - sorted_logits.softmax(-1) >= top_p
+            drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+            logits = logits.masked_fill(drop, float("-inf"))
+        return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+
+    return draw
+
+
+def bernoulli_draw(
+    temperature: float = 1.0, generator: torch.Generator | None = None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Draw every key of a frame independently from sigmoid(logit / temperature)."""
+
+    def draw(logits: torch.Tensor) -> torch.Tensor:
+        probs = torch.sigmoid(logits.float() / temperature)
+        return torch.bernoulli(probs, generator=generator)
+
+    return draw

@@ -1,0 +1,232 @@
+"""A causal, decoder-only Transformer (as nanoGPT's: pre-LayerNorm blocks, `scaled_dot_product_attention`, a GELU
+MLP) for characters and for piano-roll frames, whose state is its key/value cache.
+
+Positions are rotary (Su et al. 2021): attention sees only how far apart two positions are, so a model
+trained on windows of `context` positions reads and writes sequences of any length through a sliding
+window. Every position attends to at most `context` positions, itself included:
+
+- a call whose new positions fit beside the cache (`cached + T <= context`) is exact causal attention;
+- a longer one (a long piece, song or prime) runs in chunks of `context // 2` positions, each attending to
+  itself and to the cached keys of the `context - chunk` positions before it, so every prediction has at
+  least `context // 2` positions of history (all of it near the start of a sequence);
+- sampling adds one position a step, attending to the last `context - 1` positions and itself.
+
+So `forward(inputs, state) -> (outputs, state)` as the RNNs: training, scoring and `decoding.generate` use it
+unchanged, and a cached step gives what recomputing the prefix gives.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lm_music.errors import UserError
+from lm_music.models.pianoroll_rnn import LearnedStart, embed_frames, make_head
+
+
+@dataclass
+class KVCache:
+    """Keys and values (B, heads, L, head_dim) of the last L <= context - 1 positions, per layer, and the
+    number of positions read so far (the rotary position of the next one)."""
+
+    position: int
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+
+    @property
+    def length(self) -> int:
+        return self.layers[0][0].shape[2]
+
+    def carry(self, rows: int) -> "KVCache":
+        """The detached cache of the first `rows` sequences (truncated backprop, as `rnn.carry_state`)."""
+        layers = [(k[:rows].detach(), v[:rows].detach()) for k, v in self.layers]
+        return KVCache(self.position, layers)
+
+
+def last_positions(layers: list, keep: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each layer's keys and values (B, heads, L, head_dim) of the last `keep` positions at most."""
+    return [(k[:, :, max(0, k.shape[2] - keep) :], v[:, :, max(0, v.shape[2] - keep) :]) for k, v in layers]
+
+
+def rotate(x: torch.Tensor, position: int) -> torch.Tensor:
+    """Rotary position embedding of x (B, heads, T, head_dim) for positions position..position+T-1."""
+    half = x.shape[-1] // 2
+    frequencies = 10000.0 ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    steps = torch.arange(position, position + x.shape[2], device=x.device, dtype=torch.float32)
+    angles = steps[:, None] * frequencies[None]
+    cos, sin = angles.cos(), angles.sin()
+    x1, x2 = x[..., :half].float(), x[..., half:].float()
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).to(x.dtype)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, d_model: int, n_head: int, dropout: float) -> None:
+        super().__init__()
+        self.n_head, self.dropout = n_head, dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.residual_dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, position: int, past: tuple[torch.Tensor, torch.Tensor] | None):
+        """x (B, T, C) at positions position.. -> (B, T, C), and the keys and values of past + these."""
+        B, T, C = x.shape
+        q, k, v = (
+            t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in self.qkv(x).split(C, 2)
+        )
+        q, k = rotate(q, position), rotate(k, position)
+        cached = 0
+        if past is not None and past[0].shape[2]:
+            cached = past[0].shape[2]
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        mask = None
+        if cached and T > 1:  # new position i sees every cached key and the new ones up to itself
+            mask = (
+                torch.arange(cached + T, device=x.device)[None]
+                <= cached + torch.arange(T, device=x.device)[:, None]
+            )
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=not cached and T > 1,
+        )
+        return self.residual_dropout(self.proj(y.transpose(1, 2).reshape(B, T, C))), (k, v)
+
+
+class Block(nn.Module):
+    def __init__(self, d_model: int, n_head: int, dropout: float) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(d_model)
+        self.attn = CausalSelfAttention(d_model, n_head, dropout)
+        self.ln_2 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model), nn.Dropout(dropout)
+        )
+
+    def forward(self, x: torch.Tensor, position: int, past):
+        attended, kv = self.attn(self.ln_1(x), position, past)
+        x = x + attended
+        return x + self.mlp(self.ln_2(x)), kv
+
+
+class Transformer(nn.Module):
+    """Pre-LN blocks over embedded inputs (B, T, d_model) -> features (B, T, d_model), with the cache as state."""
+
+    def __init__(self, d_model: int, n_layer: int, n_head: int, context: int, dropout: float) -> None:
+        super().__init__()
+        for name, value in (("d_model", d_model), ("n_layer", n_layer), ("n_head", n_head)):
+            if value < 1:
+                raise UserError(f"model.{name} must be at least 1, got {value}")
+        if d_model % n_head or (d_model // n_head) % 2:
+            raise UserError(
+                f"model.d_model must be divisible by model.n_head into an even head size (rotary positions), "
+                f"got d_model={d_model}, n_head={n_head}"
+            )
+        if context < 2:
+            raise UserError(f"model.context must be at least 2 positions, got {context}")
+        if not 0 <= dropout < 1:
+            raise UserError(f"model.dropout must be in [0, 1), got {dropout}")
+        self.context = context
+        self.dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(d_model, n_head, dropout) for _ in range(n_layer))
+        self.ln_f = nn.LayerNorm(d_model)
+
+    def init_weights(self, module: nn.Module) -> None:
+        """GPT-2's initialisation (as nanoGPT), residual projections scaled down by the depth."""
+        n_layer = len(self.blocks)
+        for name, p in module.named_parameters():
+            if p.dim() < 2:
+                continue
+            scale = 1 / math.sqrt(2 * n_layer) if name.endswith(("attn.proj.weight", "mlp.2.weight")) else 1
+            nn.init.normal_(p, mean=0.0, std=0.02 * scale)
+
+    def forward(self, x: torch.Tensor, state: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
+        x = self.dropout(x)
+        position = state.position if state else 0
+        past = state.layers if state else [None] * len(self.blocks)
+        cached = state.length if state else 0
+        T = x.shape[1]
+        size = T if cached + T <= self.context else max(1, self.context // 2)
+        outputs = []
+        for start in range(0, T, size):
+            h = x[:, start : start + size]
+            if cached + h.shape[1] > self.context:
+                past = last_positions(past, self.context - h.shape[1])
+            layers = []
+            for block, layer_past in zip(self.blocks, past, strict=True):
+                h, kv = block(h, position, layer_past)
+                layers.append(kv)
+            outputs.append(h)
+            past, position, cached = layers, position + h.shape[1], layers[0][0].shape[2]
+        return self.ln_f(torch.cat(outputs, dim=1)), KVCache(position, last_positions(past, self.context - 1))
+
+
+class CharTransformer(nn.Module):
+    """Characters -> Transformer -> logits over the vocabulary (output weights tied to the embedding).
+
+    With `num_artists` > 0 an artist embedding is added to every position."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int = 256,
+        n_layer: int = 4,
+        n_head: int = 4,
+        context: int = 256,
+        dropout: float = 0.1,
+        num_artists: int = 0,
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, d_model)
+        self.artist_embedding = nn.Embedding(num_artists, d_model) if num_artists else None
+        self.transformer = Transformer(d_model, n_layer, n_head, context, dropout)
+        self.head = nn.Linear(d_model, vocab_size, bias=False)
+        self.transformer.init_weights(self)
+        self.head.weight = self.embedding.weight
+
+    def forward(
+        self, ids: torch.Tensor, artists: torch.Tensor | None = None, state: KVCache | None = None
+    ) -> tuple[torch.Tensor, KVCache]:
+        """ids (B, T) -> logits (B, T, V) and the cache after the last position."""
+        x = self.embedding(ids)
+        if self.artist_embedding is not None:
+            x = x + self.artist_embedding(artists)[:, None, :]
+        h, state = self.transformer(x, state)
+        return self.head(h), state
+
+
+class PianoRollTransformer(nn.Module):
+    """Frame projection -> Transformer -> an output head over the 88 keys of the next frame (the RNN's heads)."""
+
+    def __init__(
+        self,
+        num_keys: int = 88,
+        d_model: int = 256,
+        n_layer: int = 4,
+        n_head: int = 4,
+        context: int = 256,
+        dropout: float = 0.1,
+        head: str = "nade",
+        nade_hidden: int = 150,
+        learned_start: bool = False,
+    ) -> None:
+        super().__init__()
+        self.input = nn.Linear(num_keys, d_model)
+        self.start = LearnedStart(d_model) if learned_start else None
+        self.transformer = Transformer(d_model, n_layer, n_head, context, dropout)
+        self.transformer.init_weights(self)
+        self.head = make_head(head, d_model, num_keys, nade_hidden)
+
+    def forward(
+        self, frames: torch.Tensor, state: KVCache | None = None, start: bool = False
+    ) -> tuple[torch.Tensor, KVCache]:
+        """frames (B, T, K) 0/1 -> features (B, T, d_model) that the head turns into the next frame's
+        distribution; with `start`, the learned start first: (B, 1 + T, d_model), the first predicting frame 1."""
+        return self.transformer(embed_frames(self, frames, start), state)
+
+    @staticmethod
+    def carry_state(state: KVCache, rows: int) -> KVCache:
+        return state.carry(rows)

@@ -1,0 +1,1 @@
+"""LightningModules: losses, metrics named `stage/name`, optimisers; one shared step for train/val/test."""

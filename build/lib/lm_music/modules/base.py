@@ -1,0 +1,111 @@
+import pytorch_lightning as pl
+import torch
+from torchmetrics import MeanMetric
+
+from lm_music.errors import UserError
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+
+
+class SequenceLM(pl.LightningModule):
+    """What the lyrics and piano-roll modules share: pooled metrics, the shared step, optimisers.
+
+    A subclass implements `loss_terms(batch) -> (nll_sum, count, extra)`: the summed negative log-likelihood
+    of the batch, the number of scored positions it is divided by, and extra pooled metrics as
+    `{name: (numerator, denominator)}`. Validation and test metrics are pooled over the whole split
+    (sum of NLL / sum of counts, reduced across ranks), not averaged over batches.
+    """
+
+    task: str = ""
+    metric_names: tuple[str, ...] = ("loss",)
+
+    def __init__(self, optimizer: dict | None = None, scheduler: dict | None = None) -> None:
+        super().__init__()
+        self.optimizer_cfg = dict(optimizer or {"name": "adam", "lr": 1e-3})
+        self.scheduler_cfg = dict(scheduler) if scheduler else None
+        if self.optimizer_cfg.get("name", "adam") not in OPTIMIZERS:
+            raise UserError(
+                f"model.optimizer.name must be one of {sorted(OPTIMIZERS)}, got {self.optimizer_cfg}"
+            )
+        self.pooled = torch.nn.ModuleDict(
+            {
+                f"{stage}_{name}": MeanMetric().set_dtype(torch.float64)
+                for stage in ("val", "test")
+                for name in self.metric_names
+            }
+        )
+
+    def loss_terms(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        raise NotImplementedError
+
+    def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
+        nll_sum, count, extra = self.loss_terms(batch)
+        loss = nll_sum / count.clamp(min=1)
+        batch_size = batch["lengths"].numel()
+        if stage == "train":
+            self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+            return loss
+        terms = {"loss": (nll_sum, count), **extra}
+        for name, (numerator, denominator) in terms.items():
+            metric = self.pooled[f"{stage}_{name}"]
+            metric.update(numerator.double() / denominator.clamp(min=1), denominator.double())
+            self.log(f"{stage}/{name}", metric, prog_bar=name == "loss", batch_size=batch_size)
+        return loss
+
+    def _reset_pooled(self, stage: str) -> None:
+        # A module that comes back from ddp_spawn children can carry metric state it never sums again.
+        for name, metric in self.pooled.items():
+            if name.startswith(f"{stage}_"):
+                metric.reset()
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset_pooled("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._reset_pooled("test")
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "test")
+
+    def configure_optimizers(self):
+        cfg = dict(self.optimizer_cfg)
+        optimizer = OPTIMIZERS[cfg.pop("name", "adam")](self.parameters(), **cfg)
+        if not self.scheduler_cfg:
+            return optimizer
+        cfg = dict(self.scheduler_cfg)
+        name = cfg.pop("name")
+        if name == "cosine":
+            total = self.trainer.estimated_stepping_batches
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(int(total), 1), **cfg)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        if name == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, **cfg)
+            # Not strict: a run without validation (trainer.limit_val_batches=0) keeps its rate, with a warning.
+            schedule = {"scheduler": scheduler, "monitor": "val/loss", "strict": False}
+            return {"optimizer": optimizer, "lr_scheduler": schedule}
+        raise UserError(f"model.scheduler.name must be cosine, plateau or the scheduler null, got {name!r}")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["lm_music_task"] = self.task
+        # Dropout draws from torch's generator: a resumed run continues its stream, as if never stopped.
+        checkpoint["rng_state"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("rng_state")
+        if state is not None:
+            torch.set_rng_state(state["torch"])
+            if (
+                state["cuda"]
+                and torch.cuda.is_available()
+                and len(state["cuda"]) == torch.cuda.device_count()
+            ):
+                torch.cuda.set_rng_state_all(state["cuda"])

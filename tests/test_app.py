@@ -1,0 +1,97 @@
+"""The page (python -m lm_music.app) in a real browser: headless Chromium driven by Selenium against the app
+served on 127.0.0.1, compared with what sample.py writes for the same settings."""
+
+import io
+
+import numpy as np
+import pytest
+import scipy.io.wavfile
+
+from tests.browser import CHROMEDRIVER, CHROMIUM, ROOT, chromium, fetch, serve_app, type_into, wait_for
+from tests.conftest import sample_run
+
+SCREENSHOT = ROOT / "tests" / "screenshots" / "app.png"  # the README points here
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; .ci/run does)",
+)
+
+
+@pytest.fixture(scope="module")
+def app(lyrics_run, tmp_path_factory):
+    with serve_app(tmp_path_factory.mktemp("app") / "app.log", f"runs_dir={lyrics_run}", "threads=1") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as driver:
+        yield driver
+
+
+def test_the_shipped_bach_model_plays_in_the_page(app, browser, tmp_path):
+    browser.get(app)
+    wait_for(browser, "#summary", check=lambda e: "Bach chorales" in e.text)
+    type_into(browser, "length", 64)
+    type_into(browser, "seed", 7)
+    browser.find_element("id", "generate").click()
+    audio = [wait_for(browser, f"#audio_{i} a[href]") for i in range(2)]
+    assert wait_for(browser, "#roll_1 img").get_attribute("src")
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOT))
+
+    cli = tmp_path / "cli"
+    sample_run(
+        ["pretrained=bach_chorales", "num_samples=2", "length=64", "seed=7", "threads=1", f"out_dir={cli}"]
+    )
+    for i in range(2):
+        rate, page_audio = scipy.io.wavfile.read(io.BytesIO(fetch(audio[i].get_attribute("href"))))
+        cli_rate, cli_audio = scipy.io.wavfile.read(cli / f"sample_{i:03d}.wav")
+        assert rate == cli_rate == 22050
+        # 64 quarter-note frames at 120 bpm: 32 s, less trailing silence, plus the last notes' release
+        assert 16 * rate < len(page_audio) <= 34 * rate
+        np.testing.assert_array_equal(page_audio, cli_audio)
+        midi = wait_for(browser, f"#midi_{i} a[href]").get_attribute("href")
+        assert fetch(midi) == (cli / f"sample_{i:03d}.mid").read_bytes()
+
+
+def test_a_lyrics_checkpoint_in_the_page_writes_what_sample_py_writes(app, browser, lyrics_run, tmp_path):
+    ckpt = lyrics_run / "checkpoints" / "last.ckpt"
+    browser.get(app)
+    wait_for(browser, "#summary", check=lambda e: "Bach chorales" in e.text)
+    type_into(browser, "path", ckpt, enter=True)
+    wait_for(browser, "#summary", check=lambda e: "lyrics" in e.text and "artists" in e.text)
+    artist = wait_for(browser, "#artist input").get_attribute("value")
+    assert artist
+    type_into(browser, "prime", "Love")
+    type_into(browser, "length", 80)
+    type_into(browser, "seed", 3)
+    browser.find_element("id", "generate").click()
+    texts = wait_for(browser, "#texts textarea", check=lambda e: e.get_attribute("value")).get_attribute(
+        "value"
+    )
+
+    cli = tmp_path / "cli"
+    args = [f"ckpt_path={ckpt}", "num_samples=2", "length=80", "seed=3", "prime=Love", f"artist={artist}"]
+    sample_run([*args, "threads=1", f"out_dir={cli}"])
+    assert texts == (cli / "samples.txt").read_text(encoding="utf-8")
+    blocks = [b for b in texts.split("=== sample ") if b]
+    assert len(blocks) == 2 and all(b.split("===\n", 1)[1].startswith("Love") for b in blocks)
+
+
+def test_bad_input_is_one_message_in_the_page_and_the_app_keeps_serving(app, browser, tmp_path):
+    browser.get(app)
+    wait_for(browser, "#summary", check=lambda e: "Bach chorales" in e.text)
+    cases = [
+        ("temperature", 0, "temperature must be > 0"),
+        ("length", 100000, "length 100000 is more than this page draws"),
+    ]
+    for elem_id, value, message in cases:
+        type_into(browser, elem_id, value)
+        browser.find_element("id", "generate").click()
+        wait_for(browser, "body", 60, check=lambda e, m=message: m in e.text)
+        type_into(browser, elem_id, 1 if elem_id == "temperature" else 16)
+    missing = tmp_path / "missing.ckpt"
+    type_into(browser, "path", missing, enter=True)
+    wait_for(browser, "body", 60, check=lambda e: f"checkpoint not found: {missing}" in e.text)
+    assert fetch(app)  # still serving
