@@ -84,18 +84,18 @@ def draw(
         out_dir = Path(tempfile.mkdtemp(prefix="lm_music_app_"))
         cfg = OmegaConf.create(
             {
-                "ckpt_path": path,
+                "ckpt_path": str(path),
                 "num_samples": int(num_samples),
                 "length": int(length),
                 "temperature": float(temperature),
                 "seed": int(seed),
                 "out_dir": str(out_dir),
                 "threads": threads,
-                "prime": prime or "",
-                "artist": artist or None,
+                "prime": str(prime or ""),
+                "artist": str(artist) if artist else None,
                 "top_k": int(top_k) if top_k else None,
                 "top_p": float(top_p) if top_p and float(top_p) < 1 else None,
-                "prime_midi": prime_midi or None,
+                "prime_midi": str(prime_midi) if prime_midi else None,  # an upload: a str subclass
                 "prime_frames": 16,
                 "tempo": 120.0,
                 "velocity": 80,
@@ -140,7 +140,12 @@ def build_app(runs_dir: str | Path = "logs", threads: str | int = "auto") -> gr.
                 top_k = gr.Number(label="top-k (0: off)", value=0, precision=0, elem_id="top_k")
                 top_p = gr.Number(label="top-p (1: off)", value=1.0, elem_id="top_p")
         with gr.Group(visible=True) as music_controls:
-            prime_midi = gr.File(label="Prime MIDI (optional)", file_types=[".mid", ".midi"], type="filepath")
+            prime_midi = gr.File(
+                label="Prime MIDI (optional)",
+                file_types=[".mid", ".midi"],
+                type="filepath",
+                elem_id="prime_midi",
+            )
         with gr.Row():
             temperature = gr.Number(label="Temperature", value=1.0, elem_id="temperature")
             length = gr.Number(

@@ -8,7 +8,7 @@ import pytest
 import scipy.io.wavfile
 
 from tests.browser import CHROMEDRIVER, CHROMIUM, ROOT, chromium, fetch, serve_app, type_into, wait_for
-from tests.conftest import sample_run
+from tests.conftest import MIDI_DIR, sample_run
 
 SCREENSHOT = ROOT / "tests" / "screenshots" / "app.png"  # the README points here
 pytestmark = pytest.mark.skipif(
@@ -78,6 +78,10 @@ def test_a_lyrics_checkpoint_in_the_page_writes_what_sample_py_writes(app, brows
     blocks = [b for b in texts.split("=== sample ") if b]
     assert len(blocks) == 2 and all(b.split("===\n", 1)[1].startswith("Love") for b in blocks)
 
+    type_into(browser, "artist", "Nobody Known")
+    browser.find_element("id", "generate").click()
+    wait_for(browser, "body", 60, check=lambda e: "unknown artist 'Nobody Known'" in e.text)
+
 
 def test_bad_input_is_one_message_in_the_page_and_the_app_keeps_serving(app, browser, tmp_path):
     browser.get(app)
@@ -91,6 +95,10 @@ def test_bad_input_is_one_message_in_the_page_and_the_app_keeps_serving(app, bro
         browser.find_element("id", "generate").click()
         wait_for(browser, "body", 60, check=lambda e, m=message: m in e.text)
         type_into(browser, elem_id, 1 if elem_id == "temperature" else 16)
+    broken = MIDI_DIR / "unreadable" / "test-not-a-midi-file.mid"
+    wait_for(browser, "#prime_midi input[type=file]").send_keys(str(broken))
+    browser.find_element("id", "generate").click()
+    wait_for(browser, "body", 60, check=lambda e: "cannot read MIDI file" in e.text)
     missing = tmp_path / "missing.ckpt"
     type_into(browser, "path", missing, enter=True)
     wait_for(browser, "body", 60, check=lambda e: f"checkpoint not found: {missing}" in e.text)
