@@ -175,6 +175,7 @@ def _resolve_ckpt_path(cfg: DictConfig) -> str | None:
 def train(cfg: DictConfig) -> float | None:
     """Train and/or test as the config says; return `cfg.optimized_metric` for sweepers."""
     threads = ThreadPolicy(cfg.get("threads", "auto"))  # it looks at the other processes from here on
+    commit = source_commit()  # of the code this run loaded, whatever the checkout holds when it ends
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
 
@@ -206,13 +207,19 @@ def train(cfg: DictConfig) -> float | None:
             )  # a log file gets a line an epoch; a terminal keeps Lightning's bar
         if cfg.trainer.get("enable_model_summary", True):
             callbacks.append(ModelSize())
-        return _fit_and_test(cfg, ckpt_path, datamodule, model, callbacks, loggers)
+        return _fit_and_test(cfg, ckpt_path, datamodule, model, callbacks, loggers, commit)
     finally:
         finish_trackers(loggers)
 
 
 def _fit_and_test(
-    cfg: DictConfig, ckpt_path: str | None, datamodule, model, callbacks: list, loggers: list
+    cfg: DictConfig,
+    ckpt_path: str | None,
+    datamodule,
+    model,
+    callbacks: list,
+    loggers: list,
+    commit: str | None,
 ) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     manual = {"enable_model_summary": False}  # ModelSize says it in one line
@@ -255,7 +262,7 @@ def _fit_and_test(
             **_progress(trainer),
             "best_checkpoint": best,
             "tested_checkpoint": str(ckpt_for_test or ckpt_path or "") or None,
-            "commit": source_commit(),
+            "commit": commit,
         }
     )
     write_metrics(output_dir / "metrics.json", result)

@@ -8,11 +8,11 @@ import pytest
 import scipy.io.wavfile
 
 from lm_music.export import PRETRAINED_DIR, pretrained_names
-from tests.conftest import POLYPHONIC, run_script, sample_run, train_run
+from tests.conftest import POLYPHONIC, ROOT, run_script, sample_run, train_run
 
 
 def test_sample_py_with_no_arguments_writes_a_chorale(tmp_path):
-    result = run_script("sample.py", "num_samples=2", "length=32", "threads=1", cwd=tmp_path)
+    result = run_script(str(ROOT / "sample.py"), "num_samples=2", "length=32", "threads=1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     for i in range(2):
         midi = tmp_path / "samples" / f"sample_{i:03d}.mid"
