@@ -10,7 +10,7 @@ from tests.conftest import POLYPHONIC, ROOT, TINY_MUSIC, compose_train, train_ru
 
 JSB = ["experiment=jsb_chorales", f"data.path={POLYPHONIC / 'JSB_Chorales.mat'}", *TINY_MUSIC]
 EPOCH_LINE = re.compile(
-    r"epoch (\d+)/3 \| step (\d+) \| train/loss [\d.]+ \| val/loss [\d.]+ \| val/nll [\d.]+ \| "
+    r"epoch (\d+)/3 \| step (\d+) \| train/loss [\d.]+ \| val/loss [\d.]+ \| val/nll [\d.]+ \| val/nll_all [\d.]+ \| "
     r"val/frame_acc [\d.]+ \| elapsed \d+:\d\d:\d\d \| left ~\d+:\d\d:\d\d$"
 )
 
