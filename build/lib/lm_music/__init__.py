@@ -1,1 +1,0 @@
-"""lm_music: generative RNNs of song lyrics and polyphonic piano music."""
