@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import hardware, one_epoch_trainer  # noqa: E402
@@ -94,10 +94,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
 
-    experiment = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "experiment" / "piano_midi.yaml"))
-    model_defaults = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / "pianoroll_rnn.yaml"))
-    experiment["model"] = {**model_defaults, **experiment.get("model", {})}
-    experiment = OmegaConf.create(experiment)
+    # as train.py composes it: the LSTM's settings (tbptt_steps among them) are in conf/tuned/piano_midi/
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        experiment = compose("train", overrides=["experiment=piano_midi", "model=pianoroll_rnn"])
     dm = PianoRollDataModule(
         path=str(DATA / "polyphonic" / "Piano_midi.mat"), batch_size=experiment.data.batch_size
     )
