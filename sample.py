@@ -1,4 +1,4 @@
-"""Sample from a checkpoint: `python sample.py ckpt_path=X num_samples=4 length=500 out_dir=DIR`."""
+"""Sample from a model: `python sample.py ckpt_path=X|pretrained=NAME num_samples=4 length=500 out_dir=DIR`."""
 
 import sys
 
@@ -13,12 +13,18 @@ start_looking()  # at the other processes' CPU use, to choose the thread count (
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")
 def main(cfg: DictConfig) -> None:
+    from lm_music.checkpoints import pretrained_listing
     from lm_music.generation import sample
 
+    if not cfg.get("ckpt_path") and cfg.get("pretrained") == "list":
+        print(pretrained_listing())
+        return
     try:
-        sample(cfg)
+        samples, written = sample(cfg)
     except UserError as err:
         sys.exit(f"error: {err}")
+    print(samples)
+    print("wrote " + ", ".join(str(p) for p in written))
 
 
 if __name__ == "__main__":

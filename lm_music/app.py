@@ -1,27 +1,43 @@
 """A local page to play with the models: `python -m lm_music.app [port=7860] [runs_dir=logs] [host=127.0.0.1]`.
 
 It lists the shipped models, every checkpoint under `runs_dir` and takes any path to a `.ckpt` or exported
-folder; it draws through `generation.sample`, as `sample.py` does, so one seed gives the same text or MIDI in
-both. Weights are only ever read by `load_checkpoint` (`weights_only` or safetensors): the path box cannot
-make the server run code. A Gradio app, so it also runs as a Hugging Face Space.
+folder; it draws through `generation.draw` with conf/sample.yaml's defaults, as `sample.py` does, so one
+seed gives the same text or MIDI in both. Weights are only ever read by the one loader (`weights_only` or
+safetensors): the path box cannot make the server run code. Off loopback (`host=` another address) it
+serves only the shipped models and checkpoints under `runs_dir`. The model picked is loaded once and kept
+(per visitor) until another is picked. Endpoints for `gradio_client`: `/choose_model`, `/generate`.
 """
 
+import ipaddress
 import json
+import logging
 import sys
 import tempfile
 from pathlib import Path
 
 import gradio as gr
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from lm_music.checkpoints import load_checkpoint
+from lm_music.cards import summary
+from lm_music.checkpoints import PRETRAINED, pretrained_names
 from lm_music.errors import UserError
-from lm_music.export import PRETRAINED, pretrained_names
-from lm_music.threads import start_looking
+from lm_music.generation import Model, draw, load_model
+from lm_music.tasks import TASKS
+from lm_music.threads import ThreadPolicy, start_looking
 
+log = logging.getLogger(__name__)
+
+SAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "sample.yaml"  # sample.py's defaults
 MAX_SAMPLES = 8  # result slots on the page
-MAX_LENGTH = {"lyrics": 5000, "pianoroll": 2048}  # characters / frames: longer belongs to sample.py
 DEFAULT_MODEL = f"{PRETRAINED}bach_chorales"
+CONTROLS = sorted({control for task in TASKS.values() for control in task.page_controls})
+
+
+def sample_defaults() -> DictConfig:
+    """conf/sample.yaml's values (its Hydra defaults list left out): the page's options start from them."""
+    cfg = OmegaConf.load(SAMPLE_CONFIG)
+    cfg.pop("defaults", None)
+    return cfg
 
 
 def find_models(runs_dir: str | Path) -> list[str]:
@@ -30,129 +46,161 @@ def find_models(runs_dir: str | Path) -> list[str]:
     return [f"{PRETRAINED}{name}" for name in pretrained_names()] + [str(p) for p in found]
 
 
-def describe(path: str, checkpoint: dict) -> str:
-    """One line: a card's summary, or task, architecture, parameters and the run's test metric."""
-    if "exported" in checkpoint:
-        return checkpoint["exported"].get("summary") or path
-    hyper = checkpoint["hyper_parameters"]
-    parameters = sum(v.numel() for k, v in checkpoint["state_dict"].items() if k.startswith("net."))
-    arch = hyper.get("arch", "rnn")
-    task = "lyrics" if checkpoint["lm_music_task"] == "lyrics" else "piano rolls"
-    line = f"{task}, {arch}, {parameters / 1e6:.2f} M parameters"
-    if hyper.get("conditional"):
-        line += f", conditioned on {len(hyper.get('artists') or [])} artists"
-    metrics_file = Path(path).parent.parent / "metrics.json"
-    if metrics_file.is_file():
-        metrics = json.loads(metrics_file.read_text())
-        shown = [f"{k} {metrics[k]:.3f}" for k in ("test/nll", "test/nll_all", "test/bpc") if metrics.get(k)]
-        line += f": {', '.join(shown)}" if shown else ""
-    return line
-
-
-def choose_model(path: str):
-    """After a model is picked: its summary, and the controls of its task (artists for conditional models)."""
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
     try:
-        checkpoint = load_checkpoint(path)
-    except UserError as err:
-        raise gr.Error(str(err)) from None
-    lyrics = checkpoint["lm_music_task"] == "lyrics"
-    hyper = checkpoint["hyper_parameters"]
-    artists = list(hyper.get("artists") or []) if hyper.get("conditional") else []
-    return (
-        describe(path, checkpoint),
-        gr.update(visible=lyrics),
-        gr.update(visible=not lyrics),
-        gr.update(choices=artists, value=artists[0] if artists else None, visible=bool(artists)),
-    )
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
-def draw(
-    path, prime, artist, top_k, top_p, prime_midi, temperature, length, num_samples, seed, threads="auto"
-):
-    """Draw samples through `generation.sample` into a fresh folder; return the page's outputs."""
-    from lm_music.generation import sample
+class Page:
+    """What the page's events do; `restricted` (off loopback) keeps visitors to the shipped models and
+    `runs_dir`."""
 
-    try:
-        checkpoint = load_checkpoint(path)
-        task = checkpoint["lm_music_task"]
-        if not 1 <= int(num_samples) <= MAX_SAMPLES:
-            raise UserError(f"number of samples must be between 1 and {MAX_SAMPLES}, got {num_samples}")
-        if int(length) > MAX_LENGTH[task]:
+    def __init__(self, runs_dir: str | Path = "logs", threads: str | int = "auto", restricted: bool = False):
+        self.runs_dir, self.restricted = Path(runs_dir), restricted
+        self.threads = ThreadPolicy(threads)
+        self.defaults = sample_defaults()
+
+    def check_allowed(self, path: str) -> None:
+        if not self.restricted or str(path).startswith(PRETRAINED):
+            return
+        runs = self.runs_dir.resolve()
+        if not Path(path).resolve().is_relative_to(runs):
             raise UserError(
-                f"length {int(length)} is more than this page draws ({MAX_LENGTH[task]}): use sample.py for longer"
+                f"this page serves only the shipped models and checkpoints under {self.runs_dir} "
+                "(it listens beyond 127.0.0.1): pick one from the list"
             )
-        out_dir = Path(tempfile.mkdtemp(prefix="lm_music_app_"))
-        cfg = OmegaConf.create(
-            {
-                "ckpt_path": str(path),
-                "num_samples": int(num_samples),
-                "length": int(length),
-                "temperature": float(temperature),
-                "seed": int(seed),
-                "out_dir": str(out_dir),
-                "threads": threads,
-                "prime": str(prime or ""),
-                "artist": str(artist) if artist else None,
-                "top_k": int(top_k) if top_k else None,
-                "top_p": float(top_p) if top_p and float(top_p) < 1 else None,
-                "prime_midi": str(prime_midi) if prime_midi else None,  # an upload: a str subclass
-                "prime_frames": 16,
-                "tempo": 120.0,
-                "velocity": 80,
-                "audio": True,
-                "sample_rate": 22050,
-            }
-        )
-        written = sample(cfg)
-    except UserError as err:
-        raise gr.Error(str(err)) from None
-    if task == "lyrics":
-        text = (out_dir / "samples.txt").read_text(encoding="utf-8")
-        return [gr.update(value=text, visible=True)] + [gr.update(visible=False)] * (3 * MAX_SAMPLES)
-    updates = [gr.update(value="", visible=False)]
-    for i in range(MAX_SAMPLES):
-        midi = out_dir / f"sample_{i:03d}.mid"
-        shown = midi in written
-        updates += [
-            gr.update(value=str(midi.with_suffix(".png")) if shown else None, visible=shown),
-            gr.update(value=str(midi.with_suffix(".wav")) if shown else None, visible=shown),
-            gr.update(value=str(midi) if shown else None, visible=shown),
-        ]
-    return updates
+
+    def load(self, path: str, loaded: Model | None) -> Model:
+        """The model at `path`: the one already loaded for this visitor, else read once by the loader."""
+        if loaded is not None and loaded.path == str(path):
+            return loaded
+        self.check_allowed(path)
+        model = load_model(str(path), "cpu")
+        log.info("loaded %s", path)
+        return model
+
+    def describe(self, model: Model) -> str:
+        """A card's summary, or task, architecture, parameters and the run's test metric."""
+        checkpoint = model.checkpoint
+        if "exported" in checkpoint:
+            return checkpoint["exported"].get("summary") or model.path
+        metrics_file = Path(model.path).parent.parent / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        parameters = sum(p.numel() for p in model.sampler.net.parameters())
+        return summary(model.task.name, checkpoint["hyper_parameters"], parameters, None, metrics)
+
+    def choose_model(self, model_path: str, loaded: Model | None = None):
+        """After a model is picked: its summary, the controls its task takes (artists for conditional
+        lyrics models), and the loaded model, kept for the next clicks."""
+        try:
+            model = self.load(model_path, loaded)
+        except UserError as err:
+            raise gr.Error(str(err)) from None
+        artists = list(getattr(model.sampler, "artists", []) or [])
+        if not getattr(model.sampler, "conditional", False):
+            artists = []
+        shown = set(model.task.page_controls)
+        updates = [gr.update(visible=control in shown) for control in CONTROLS if control != "artist"]
+        artist = gr.update(choices=artists, value=artists[0] if artists else None, visible=bool(artists))
+        return [self.describe(model), *updates, artist, model]
+
+    def generate(
+        self,
+        model_path: str,
+        prime: str = "",
+        artist: str | None = None,
+        top_k: float = 0,
+        top_p: float = 1.0,
+        prime_midi: str | None = None,
+        temperature: float = 1.0,
+        length: float = 256,
+        num_samples: float = 2,
+        seed: float = 0,
+        loaded: Model | None = None,
+    ):
+        """Draw samples through `generation.draw`; return the text box, the music slots and the model."""
+        try:
+            model = self.load(model_path, loaded)
+            if not 1 <= int(num_samples) <= MAX_SAMPLES:
+                raise UserError(f"number of samples must be between 1 and {MAX_SAMPLES}, got {num_samples}")
+            if int(length) > model.task.max_page_length:
+                raise UserError(
+                    f"length {int(length)} is more than this page draws ({model.task.max_page_length} "
+                    f"{model.task.unit}): use sample.py for longer"
+                )
+            options = OmegaConf.merge(
+                self.defaults,
+                {
+                    "num_samples": int(num_samples),
+                    "length": int(length),
+                    "temperature": float(temperature),
+                    "seed": int(seed),
+                    "prime": str(prime or ""),
+                    "artist": str(artist) if artist else None,
+                    "top_k": int(top_k) if top_k else None,
+                    "top_p": float(top_p) if top_p and float(top_p) < 1 else None,
+                    "prime_midi": str(prime_midi) if prime_midi else None,  # an upload: a str subclass
+                },
+            )
+            self.threads.start()
+            self.threads.recheck()
+            samples = draw(model, options)
+            written = model.task.write(samples, Path(tempfile.mkdtemp(prefix="lm_music_app_")))
+        except UserError as err:
+            raise gr.Error(str(err)) from None
+        if model.task.page_shows == "text":
+            hidden = [gr.update(visible=False)] * (3 * MAX_SAMPLES)
+            return [gr.update(value=str(samples), visible=True), *hidden, model]
+        updates = [gr.update(value="", visible=False)]
+        by_suffix = {p.suffix: sorted(q for q in written if q.suffix == p.suffix) for p in written}
+        for i in range(MAX_SAMPLES):
+            files = [by_suffix.get(s, []) for s in (".png", ".wav", ".mid")]
+            updates += [gr.update(value=str(f[i]) if i < len(f) else None, visible=i < len(f)) for f in files]
+        return [*updates, model]
 
 
-def build_app(runs_dir: str | Path = "logs", threads: str | int = "auto") -> gr.Blocks:
+def build_app(
+    runs_dir: str | Path = "logs", threads: str | int = "auto", host: str = "127.0.0.1"
+) -> gr.Blocks:
+    page = Page(runs_dir, threads, restricted=not is_loopback(host))
     models = find_models(runs_dir)
     first = DEFAULT_MODEL if DEFAULT_MODEL in models else (models[0] if models else None)
+    defaults = page.defaults
     with gr.Blocks(title="lm_music") as app:
         gr.Markdown("# lm_music\nSample the shipped models, your runs' checkpoints, or any exported model.")
+        loaded = gr.State(None)
         with gr.Row():
             model = gr.Dropdown(
                 models, value=first, label="Model", allow_custom_value=True, elem_id="model", scale=3
             )
             refresh = gr.Button("Rescan runs", scale=0)
         path = gr.Textbox(label="...or a path to a .ckpt or exported folder (Enter loads it)", elem_id="path")
-        summary = gr.Markdown(elem_id="summary")
-        with gr.Group(visible=False) as lyrics_controls:
-            prime = gr.Textbox(label="Prime text", elem_id="prime")
-            artist = gr.Dropdown([], label="Artist", allow_custom_value=True, visible=False, elem_id="artist")
-            with gr.Row():
-                top_k = gr.Number(label="top-k (0: off)", value=0, precision=0, elem_id="top_k")
-                top_p = gr.Number(label="top-p (1: off)", value=1.0, elem_id="top_p")
-        with gr.Group(visible=True) as music_controls:
-            prime_midi = gr.File(
+        description = gr.Markdown(elem_id="summary")
+        controls = {
+            "prime": gr.Textbox(label="Prime text", elem_id="prime", visible=False),
+            "artist": gr.Dropdown(
+                [], label="Artist", allow_custom_value=True, visible=False, elem_id="artist"
+            ),
+            "top_k": gr.Number(label="top-k (0: off)", value=0, precision=0, elem_id="top_k", visible=False),
+            "top_p": gr.Number(label="top-p (1: off)", value=1.0, elem_id="top_p", visible=False),
+            "prime_midi": gr.File(
                 label="Prime MIDI (optional)",
                 file_types=[".mid", ".midi"],
                 type="filepath",
                 elem_id="prime_midi",
-            )
+            ),
+        }
         with gr.Row():
-            temperature = gr.Number(label="Temperature", value=1.0, elem_id="temperature")
+            temperature = gr.Number(label="Temperature", value=defaults.temperature, elem_id="temperature")
             length = gr.Number(
                 label="Length (characters or frames)", value=256, precision=0, elem_id="length"
             )
             num_samples = gr.Number(label="Samples", value=2, precision=0, elem_id="num_samples")
-            seed = gr.Number(label="Seed", value=0, precision=0, elem_id="seed")
+            seed = gr.Number(label="Seed", value=defaults.seed, precision=0, elem_id="seed")
         generate = gr.Button("Generate", variant="primary", elem_id="generate")
         texts = gr.Textbox(label="Samples", lines=20, visible=False, elem_id="texts")
         slots = []
@@ -163,17 +211,25 @@ def build_app(runs_dir: str | Path = "logs", threads: str | int = "auto") -> gr.
                     gr.Audio(label=f"sample {i}", visible=False, elem_id=f"audio_{i}", type="filepath"),
                     gr.File(label=f"sample {i} MIDI", visible=False, elem_id=f"midi_{i}"),
                 ]
-        picked = [summary, lyrics_controls, music_controls, artist]
-        model.change(choose_model, model, picked)
-        path.submit(lambda p: gr.update(value=p, choices=[*find_models(runs_dir), p]), path, model)
-        refresh.click(lambda: gr.update(choices=find_models(runs_dir)), None, model)
+        shown = [controls[c] for c in CONTROLS if c != "artist"] + [controls["artist"]]
+        picked = [description, *shown, loaded]
+        model.change(page.choose_model, [model, loaded], picked, api_name="choose_model")
+        path.submit(
+            lambda p: gr.update(value=p, choices=[*find_models(runs_dir), p]),
+            path,
+            model,
+            api_visibility="private",
+        )
+        refresh.click(lambda: gr.update(choices=find_models(runs_dir)), None, model, api_visibility="private")
         if first:
-            app.load(choose_model, model, picked)
+            app.load(page.choose_model, [model, loaded], picked, api_visibility="private")
+        inputs = [model, *(controls[c] for c in ("prime", "artist", "top_k", "top_p", "prime_midi"))]
         generate.click(
-            lambda *values: draw(*values, threads=threads),
-            [model, prime, artist, top_k, top_p, prime_midi, temperature, length, num_samples, seed],
-            [texts, *slots],
+            page.generate,
+            [*inputs, temperature, length, num_samples, seed, loaded],
+            [texts, *slots, loaded],
             show_progress="full",
+            api_name="generate",
         )
     return app
 
@@ -186,10 +242,12 @@ def main(argv: list[str]) -> None:
             "usage: python -m lm_music.app [port=7860] [host=127.0.0.1] [runs_dir=logs] [threads=auto] "
             f"(unknown: {', '.join(sorted(unknown))})"
         )
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     start_looking()
-    app = build_app(args.get("runs_dir", "logs"), args.get("threads", "auto"))
+    host = str(args.get("host", "127.0.0.1"))
+    app = build_app(args.get("runs_dir", "logs"), args.get("threads", "auto"), host)
     app.queue().launch(
-        server_name=str(args.get("host", "127.0.0.1")),
+        server_name=host,
         server_port=int(args.get("port", 7860)),
         share=False,
         allowed_paths=[tempfile.gettempdir()],

@@ -1,9 +1,10 @@
 """Sampling a trained model without Lightning.
 
 A sampler is the network plus what drawing from it needs (vocabulary and artists, or the time grid and
-opening frames), built from a checkpoint's hyperparameters. The Lightning modules build their network
-through one and sample through it, so `sample.py`, which loads only the sampler (and so starts without
-importing Lightning), draws exactly what a training run's tracker samples draw.
+opening frames), built from a model's hyperparameters (`checkpoints.sampler_from_checkpoint` loads one).
+The Lightning modules build their network through one and sample through it, so `sample.py`, which loads
+only the sampler (and so starts without importing Lightning), draws exactly what a training run's tracker
+samples draw. Samplers know networks, not files.
 """
 
 import inspect
@@ -12,14 +13,11 @@ import torch
 
 from lm_music.decoding import categorical_draw, generate
 from lm_music.errors import UserError
-from lm_music.export import check_weights
 from lm_music.midi import LOWEST_PITCH, NUM_KEYS
 from lm_music.models.char_rnn import CharRNN
 from lm_music.models.pianoroll_rnn import PianoRollRNN
 from lm_music.models.transformer import CharTransformer, PianoRollTransformer
 from lm_music.vocab import CharVocab
-
-TRAINING_ARGS = ("optimizer", "scheduler", "tbptt_steps")  # the Lightning modules' own, not the network's
 
 
 def network(archs: dict[str, type], arch: str, **sizes) -> torch.nn.Module:
@@ -35,24 +33,10 @@ def network(archs: dict[str, type], arch: str, **sizes) -> torch.nn.Module:
     return archs[arch](**sizes)
 
 
-def network_weights(checkpoint: dict) -> dict[str, torch.Tensor]:
-    """The network's weights in a checkpoint's state dict, without their `net.` prefix."""
-    return {k[len("net.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
-
-
 class Sampler:
-    task = ""
-    net: torch.nn.Module
+    """A network and what drawing from it needs."""
 
-    @classmethod
-    def from_checkpoint(cls, checkpoint: dict, device: torch.device | str = "cpu") -> "Sampler":
-        """The sampler of a checkpoint's model (its hyperparameters less those of training), weights loaded,
-        on `device`, in eval mode."""
-        hyper = checkpoint["hyper_parameters"]
-        sampler = cls(**{k: v for k, v in hyper.items() if k not in TRAINING_ARGS})
-        check_weights(sampler.net, network_weights(checkpoint), checkpoint.get("path", "the checkpoint"))
-        sampler.net.to(device).eval()
-        return sampler
+    net: torch.nn.Module
 
     @property
     def device(self) -> torch.device:
@@ -61,8 +45,6 @@ class Sampler:
 
 class LyricsSampler(Sampler):
     """A character model (`arch`: rnn or transformer) with its vocabulary and artists: text in, text out."""
-
-    task = "lyrics"
 
     def __init__(
         self,
@@ -138,8 +120,6 @@ class PianoRollSampler(Sampler):
     """A piano-roll model (`arch`: rnn or transformer) with its time grid and, for a model without a learned
     start, the opening frames of training pieces to start from."""
 
-    task = "pianoroll"
-
     def __init__(
         self,
         frames_per_beat: int | None = 2,
@@ -189,6 +169,3 @@ class PianoRollSampler(Sampler):
             )
             frames = torch.cat([frames, drawn], dim=1)
         return frames.to(torch.uint8)
-
-
-SAMPLERS = {sampler.task: sampler for sampler in (LyricsSampler, PianoRollSampler)}

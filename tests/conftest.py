@@ -90,7 +90,7 @@ def sample_run(overrides: list[str]) -> list[Path]:
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return sample(compose("sample", overrides=overrides))
+        return sample(compose("sample", overrides=overrides))[1]
 
 
 def train_run(output_dir: Path, overrides: list[str]) -> dict:

@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from lm_music.checkpoints import load_checkpoint
+from lm_music.checkpoints import load_checkpoint, pretrained_names
 from lm_music.errors import UserError
 from lm_music.export import export
 from tests.conftest import POLYPHONIC, TINY_MUSIC, run_script, sample_run, train_run
@@ -66,7 +66,7 @@ def test_bad_exported_folders_and_names_are_one_line(exported, tmp_path):
     result = run_script("sample.py", "pretrained=no_such_model", f"out_dir={tmp_path / 'out'}")
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip().endswith(
-        "error: no pretrained model 'no_such_model'; shipped: bach_chorales, jsb_chorales, nottingham, piano_midi"
+        f"error: no pretrained model 'no_such_model'; shipped: {', '.join(pretrained_names())}"
     )
     assert not (tmp_path / "out").exists()
     with pytest.raises(UserError, match="already an exported model"):

@@ -7,7 +7,8 @@ import pretty_midi
 import pytest
 import scipy.io.wavfile
 
-from lm_music.export import PRETRAINED_DIR, pretrained_names
+from lm_music.cards import card_command
+from lm_music.checkpoints import PRETRAINED_DIR, pretrained_names
 from tests.conftest import POLYPHONIC, ROOT, run_script, sample_run, train_run
 
 
@@ -22,9 +23,11 @@ def test_sample_py_with_no_arguments_writes_a_chorale(tmp_path):
         assert rate == 22050 and len(audio) > rate
 
 
-def test_pretrained_list_shows_every_shipped_model_with_its_summary(capsys):
-    assert sample_run(["pretrained=list"]) == []
-    shown = capsys.readouterr().out
+def test_pretrained_list_shows_every_shipped_model_with_its_summary(tmp_path):
+    result = run_script(str(ROOT / "sample.py"), "pretrained=list", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "samples").exists()
+    shown = result.stdout
     assert pretrained_names() == ["bach_chorales", "jsb_chorales", "nottingham", "piano_midi"]
     for name in pretrained_names():
         summary = json.loads((PRETRAINED_DIR / name / "config.json").read_text())["summary"]
@@ -48,3 +51,23 @@ def test_the_shipped_jsb_model_rescores_to_its_card(tmp_path):
         assert metrics[key] == pytest.approx(config["metrics"][key], abs=1e-3), key
     card = (PRETRAINED_DIR / "jsb_chorales" / "README.md").read_text()
     assert f"| test/nll | {config['metrics']['test/nll']:.4f} |" in card
+
+
+def test_cards_give_the_command_a_user_types_without_paths_of_the_training_machine():
+    overrides = [
+        "experiment=jsb_chorales",
+        "data.path=/home/me/data/JSB_Chorales.mat",
+        "paths.log_dir=/srv/runs",
+    ]
+    overrides += ["hydra.run.dir=/srv/runs/x", "threads=1"]
+    assert (
+        card_command(overrides)
+        == "python train.py experiment=jsb_chorales data.path=PATH/JSB_Chorales.mat threads=1"
+    )
+    for name in pretrained_names():
+        command = json.loads((PRETRAINED_DIR / name / "config.json").read_text())["training_command"]
+        assert f"`{command}`" in (PRETRAINED_DIR / name / "README.md").read_text()
+        for word in command.split()[2:]:
+            key, _, value = word.partition("=")
+            assert not key.startswith(("paths.", "hydra.")), (name, word)
+            assert key != "data.path" or value.startswith("PATH/"), (name, word)

