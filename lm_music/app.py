@@ -181,7 +181,7 @@ def build_app(
         path = gr.Textbox(label="...or a path to a .ckpt or exported folder (Enter loads it)", elem_id="path")
         description = gr.Markdown(elem_id="summary")
         controls = {
-            "prime": gr.Textbox(label="Prime text", elem_id="prime", visible=False),
+            "prime": gr.Textbox(label="Prime text", value="", elem_id="prime", visible=False),
             "artist": gr.Dropdown(
                 [], label="Artist", allow_custom_value=True, visible=False, elem_id="artist"
             ),

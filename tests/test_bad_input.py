@@ -1,10 +1,13 @@
 """Damaged and odd input, made from the real files: one clear error line, or handled and counted."""
 
 import logging
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from lm_music.checkpoints import load_checkpoint
 from lm_music.data.lyrics import LyricsDataModule, read_lyrics_csv
@@ -186,3 +189,27 @@ def test_absurd_tempos_still_give_a_roll(tmp_path):
     # At 100,000 beats per minute the file needs more ticks than pretty_midi accepts: a clear error.
     with pytest.raises(UserError, match=r"cannot read MIDI file .*100000.0.mid"):
         midi_to_roll(str(tmp_path / "100000.0.mid"), frames_per_beat=2)
+
+
+class _RunsCode:
+    """Pickled, it asks the unpickler to call os.system: what a hostile checkpoint does."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_whose_pickle_would_run_code_is_refused_in_lm_musics_words(tmp_path):
+    marker = tmp_path / "code-ran"
+    hostile = tmp_path / "hostile.ckpt"
+    torch.save({"lm_music_task": "lyrics", "payload": _RunsCode(marker)}, hostile)
+    result = run_script("sample.py", f"ckpt_path={hostile}", f"out_dir={tmp_path}/out")
+    assert result.returncode != 0 and not marker.exists(), result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1] == (
+        f"error: {hostile} holds Python objects that lm_music will not unpickle, because unpickling can run "
+        "code; use a checkpoint lm_music wrote, or a model exported with python -m lm_music.export"
+    )
+    assert "weights_only=False" not in result.stderr and "Traceback" not in result.stderr
