@@ -55,12 +55,8 @@ def child(args) -> None:
     longest = sorted(dm.datasets["train"].sequences, key=len)[-args.batch * args.steps :]
     dm.datasets["train"] = SequenceDataset([np.tile(roll, (args.tile, 1)) for roll in longest])
     torch.manual_seed(0)
-    module = PianoRollLM(tbptt_steps=args.tbptt, **dm.model_kwargs())
-    if args.tbptt:  # as lm_music.training does: truncated backprop clips inside its own optimiser steps
-        module.manual_gradient_clip_val = 1.0
-    trainer = one_epoch_trainer(
-        gradient_clip_val=None if args.tbptt else 1.0,
-    )
+    module = PianoRollLM(tbptt_steps=args.tbptt, gradient_clip_val=1.0, **dm.model_kwargs())
+    trainer = one_epoch_trainer()
     before = peak_mb()
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm)

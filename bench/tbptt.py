@@ -68,7 +68,6 @@ def run_epoch(
     model = {**experiment.model, "hidden_size": hidden, "embedding_dim": hidden, "head": head}
     model.pop("_target_", None)
     module = PianoRollLM(**model, **dm.model_kwargs())
-    module.manual_gradient_clip_val = 1.0  # as train.py sets it: truncated backprop clips its own steps
     count = Count()
     trainer = one_epoch_trainer(
         precision=precision,

@@ -151,7 +151,7 @@ class StopOnNonFiniteLoss(pl.Callback):
         if loss is not None and not torch.isfinite(torch.as_tensor(loss)).all():
             raise UserError(
                 f"the training loss became {float(loss)} at step {trainer.global_step}: the checkpoints kept are "
-                f"from before it; lower model.optimizer.lr or keep trainer.gradient_clip_val, then resume"
+                f"from before it; lower model.optimizer.lr or keep model.gradient_clip_val, then resume"
             )
 
 

@@ -39,6 +39,14 @@ def check_grid(frames_per_beat: int | None, fs: float | None) -> None:
         raise UserError(f"fs (frames per second) must be positive, got {fs}")
 
 
+class UnreadableMidi(UserError):
+    """A file pretty_midi cannot parse; `reason` says why, for readers that skip it and say so once."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"cannot read MIDI file {path} ({reason})")
+        self.path, self.reason = str(path), reason
+
+
 def load_midi(path: str | Path) -> pretty_midi.PrettyMIDI:
     """Parse a MIDI file, without pretty_midi's warning about meta events on non-zero tracks.
 
@@ -51,7 +59,7 @@ def load_midi(path: str | Path) -> pretty_midi.PrettyMIDI:
             return pretty_midi.PrettyMIDI(str(path))
         except Exception as error:  # mido and pretty_midi raise many kinds of error on damaged files
             reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-            raise UserError(f"cannot read MIDI file {path} ({reason})") from None
+            raise UnreadableMidi(path, reason) from None
 
 
 def seconds_to_frames(

@@ -13,7 +13,6 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
@@ -26,7 +25,17 @@ from lm_music.callbacks import (
     finish_trackers,
     log_final_metrics,
 )
-from lm_music.checkpoints import load_checkpoint, module_from_checkpoint
+from lm_music.checkpoints import (
+    TRAINING_ARGS,
+    check_weights,
+    load_checkpoint,
+    module_class,
+    module_from_checkpoint,
+    network_settings,
+    network_weights,
+    task_of,
+)
+from lm_music.distributed import evaluator, in_multirun, progress, safe_strategy
 from lm_music.errors import UserError
 from lm_music.io import write_text_atomic
 from lm_music.threads import ThreadPolicy, usable_cores
@@ -71,18 +80,6 @@ def _finite_metrics(metrics: dict) -> dict:
     return out
 
 
-def _progress(trainer: pl.Trainer) -> dict:
-    """Steps and epochs trained. After ddp_spawn the main process's trainer ran none itself: the last
-    checkpoint, written by rank 0, knows."""
-    last = (
-        Path(trainer.checkpoint_callback.dirpath or "", "last.ckpt") if trainer.checkpoint_callback else None
-    )
-    if trainer.global_step == 0 and last is not None and last.is_file():
-        checkpoint = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
-        return {"global_step": checkpoint["global_step"], "epoch": checkpoint["epoch"]}
-    return {"global_step": trainer.global_step, "epoch": trainer.current_epoch}
-
-
 def source_commit() -> str | None:
     """The git commit of the lm_music source that ran (with `+dirty` for uncommitted changes), if a checkout."""
     root = Path(__file__).resolve().parent.parent
@@ -108,24 +105,9 @@ def write_metrics(path: Path, metrics: dict) -> None:
     write_text_atomic(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
 
-def _in_multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def _safe_strategy(cfg: DictConfig) -> str | None:
-    """`ddp` under a local Hydra multirun re-runs the whole sweep in each child process (each child starts
-    the script again), so such sweeps run `ddp_spawn`, which starts children inside this job. Under SLURM
-    every rank is a task of its own and `ddp` is right."""
-    strategy = cfg.trainer.get("strategy")
-    if strategy == "ddp" and _in_multirun() and int(os.environ.get("SLURM_NTASKS", "1")) == 1:
-        log.warning("strategy=ddp inside a multirun re-launches the sweep in every rank: using ddp_spawn")
-        return "ddp_spawn"
-    return None
-
-
 def _joblib_jobs() -> int:
     """How many jobs of a joblib sweep run at once (1 outside one): they share the machine's cores."""
-    if not _in_multirun():
+    if not in_multirun():
         return 1
     launcher = HydraConfig.get().launcher
     if "joblib" not in str(launcher.get("_target_", "")).lower():
@@ -161,15 +143,41 @@ def _quiet_wandb() -> None:
 
 
 def _resolve_ckpt_path(cfg: DictConfig) -> str | None:
-    """`ckpt_path=last` means this run dir's last checkpoint: resume with hydra.run.dir=RUN_DIR ckpt_path=last."""
-    if cfg.get("ckpt_path") != "last":
-        return cfg.get("ckpt_path")
+    """`ckpt_path=last` means this run dir's last checkpoint: resume with hydra.run.dir=RUN_DIR ckpt_path=last.
+    Training resumes only from a `.ckpt` (it holds the optimiser and loop state); starting from a shipped or
+    exported model's weights is fine-tuning, `init_from=`."""
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path and ckpt_path != "last" and cfg.train and not str(ckpt_path).endswith(".ckpt"):
+        raise UserError(
+            f"ckpt_path={ckpt_path} under train=true resumes a run, which needs its .ckpt "
+            "(RUN_DIR/checkpoints/last.ckpt); to train on from a shipped or exported model's weights, "
+            f"use init_from={ckpt_path}; to score it, train=false"
+        )
+    if ckpt_path != "last":
+        return ckpt_path
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     if not last.is_file():
         raise UserError(
             f"ckpt_path=last: no {last}; give the interrupted run's folder too: hydra.run.dir=RUN_DIR ckpt_path=last"
         )
     return str(last)
+
+
+def _fine_tuned(cfg: DictConfig, initial: dict):
+    """`init_from=`: the model's network and weights (its architecture and sizes, its vocabulary or grid),
+    trained with this config's optimiser, schedule and clipping, from a fresh optimiser state."""
+    training = {
+        k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k in TRAINING_ARGS
+    }
+    module = module_class(task_of(initial))(**network_settings(initial), **training)
+    check_weights(module.net, network_weights(initial), initial["path"])
+    log.info(
+        "init_from=%s: its network and weights (%s), this config's optimiser and schedule; model.* sizes of "
+        "the config are not used",
+        cfg.init_from,
+        task_of(initial).describe(initial["hyper_parameters"]),
+    )
+    return module
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -180,19 +188,25 @@ def train(cfg: DictConfig) -> float | None:
         pl.seed_everything(cfg.seed, workers=True)
 
     ckpt_path = _resolve_ckpt_path(cfg)
+    if ckpt_path and cfg.get("init_from"):
+        raise UserError("give ckpt_path= (resume or score a run) or init_from= (fine-tune a model), not both")
     checkpoint = load_checkpoint(ckpt_path) if ckpt_path else None
+    initial = load_checkpoint(cfg.init_from) if cfg.get("init_from") else None
     task = get_class(cfg.model._target_).task
-    if checkpoint is not None and checkpoint["lm_music_task"] != task:
-        raise UserError(
-            f"{ckpt_path} is a {checkpoint['lm_music_task']} checkpoint, but this experiment trains a {task} "
-            f"model: pick the matching experiment="
-        )
+    for source, given in ((checkpoint, ckpt_path), (initial, cfg.get("init_from"))):
+        if source is not None and source["lm_music_task"] != task:
+            raise UserError(
+                f"{given} is a {source['lm_music_task']} model, but this experiment trains a {task} model: "
+                "pick the matching experiment="
+            )
     datamodule = build(cfg.data)
-    if checkpoint is not None:
-        datamodule.adopt(checkpoint["hyper_parameters"])
+    if checkpoint is not None or initial is not None:
+        datamodule.adopt((checkpoint or initial)["hyper_parameters"])
     datamodule.setup("fit")
     if checkpoint is not None and not cfg.train:
         model = module_from_checkpoint(checkpoint)
+    elif initial is not None:
+        model = _fine_tuned(cfg, initial)
     else:
         model = build(cfg.model, **datamodule.model_kwargs(), _convert_="all")
     callbacks = _instantiate_all(cfg.get("callbacks"))
@@ -223,12 +237,8 @@ def _fit_and_test(
 ) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     manual = {"enable_model_summary": False}  # ModelSize says it in one line
-    if strategy := _safe_strategy(cfg):
+    if strategy := safe_strategy(cfg):
         manual["strategy"] = strategy
-    if not model.automatic_optimization:
-        # Truncated backprop steps the optimiser itself, so it clips too (Lightning refuses both at once).
-        model.manual_gradient_clip_val = cfg.trainer.get("gradient_clip_val")
-        manual["gradient_clip_val"] = None
     trainer: pl.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, **manual)
     params = _flat_hparams(cfg)
     for logger in trainer.loggers:
@@ -236,30 +246,27 @@ def _fit_and_test(
 
     metrics: dict = {}
     ckpt_for_test = None  # train=false: the model was built from ckpt_path, weights loaded
-    evaluator = trainer
+    scorer = trainer
     if cfg.train:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         ckpt_for_test = best or None
-        if getattr(trainer.strategy, "_start_method", None) == "spawn":
-            # The final evaluation of a ddp_spawn run needs no new processes (slow to start): one process on
-            # one device scores the same pooled metrics.
-            evaluator = build(cfg.trainer, devices=1, strategy="auto", logger=loggers or False, callbacks=[])
+        scorer = evaluator(
+            trainer, lambda **one: build(cfg.trainer, **one, logger=loggers or False, callbacks=[])
+        )
         # Report the validation metrics of the checkpoint kept as best (of the final weights if validation
         # never ran), not those of whichever epoch came last.
         # (None of either when trainer.limit_val_batches=0: then there is nothing to report.)
-        metrics.update(
-            *evaluator.validate(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
-        )
+        metrics.update(*scorer.validate(model, datamodule=datamodule, ckpt_path=best or None, verbose=False))
         metrics["best_checkpoint"] = best
     if cfg.test:
-        metrics.update(*evaluator.test(model, datamodule=datamodule, ckpt_path=ckpt_for_test, verbose=False))
+        metrics.update(*scorer.test(model, datamodule=datamodule, ckpt_path=ckpt_for_test, verbose=False))
 
     best = metrics.pop("best_checkpoint", None)
     result = _finite_metrics(metrics)
     result.update(
         {
-            **_progress(trainer),
+            **progress(trainer),
             "best_checkpoint": best,
             "tested_checkpoint": str(ckpt_for_test or ckpt_path or "") or None,
             "commit": commit,
@@ -273,7 +280,7 @@ def _fit_and_test(
     if optimized and cfg.train and optimized not in result:
         known = sorted(k for k in result if "/" in k)
         message = f"optimized_metric={optimized!r} is not a metric of this run; its metrics are {known}"
-        if _in_multirun():
+        if in_multirun():
             raise UserError(message)  # a sweeper cannot rank this job
         log.warning(message)
     return result.get(optimized) if optimized else None

@@ -153,7 +153,11 @@ class ResumableDataLoader(RandomStateNeutralDataLoader):
 class SequenceDataModule(pl.LightningDataModule):
     """Loaders over `self.datasets` (filled by a subclass's `setup`), length-grouped and rank-aware.
 
-    The trainer runs with `use_distributed_sampler=False`: the batch sampler splits batches across ranks.
+    What training asks of every data module, beside Lightning's hooks: `model_kwargs()` after `setup`, what
+    the model takes from the data (and keeps in its checkpoint); `adopt(hparams)` before `setup`, to read the
+    data as a checkpoint's model saw it (its vocabulary, its grid) when resuming, evaluating or fine-tuning,
+    or one line saying why it cannot. The trainer runs with `use_distributed_sampler=False`: the batch
+    sampler splits batches across ranks.
     """
 
     def __init__(self, batch_size: int, seed: int, num_workers: int) -> None:
@@ -164,6 +168,15 @@ class SequenceDataModule(pl.LightningDataModule):
         self.seed = seed
         self.num_workers = num_workers
         self.datasets: dict[str, SequenceDataset] = {}
+
+    def model_kwargs(self) -> dict:
+        """What the model takes from the data (vocabulary and artists, or grid and opening frames)."""
+        raise NotImplementedError
+
+    def adopt(self, hparams: dict) -> None:
+        """Read the data as the model with these hyperparameters saw it; a UserError where that is not
+        possible."""
+        raise NotImplementedError
 
     def _loader(self, stage: str) -> DataLoader:
         dataset = self.datasets[stage]

@@ -24,6 +24,7 @@ from lm_music.midi import (
     HIGHEST_PITCH,
     LOWEST_PITCH,
     NUM_KEYS,
+    UnreadableMidi,
     check_grid,
     load_midi,
     midi_to_roll,
@@ -224,10 +225,9 @@ def read_midi_folder(
         name = file.relative_to(path).as_posix()
         try:
             pm = load_midi(file)
-        except Exception as error:  # pretty_midi and mido raise many kinds of error on broken files
-            reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-            log.warning("skipping unreadable MIDI file %s (%s)", file, reason)
-            skipped.append((str(file), reason))
+        except UnreadableMidi as error:
+            log.warning("skipping unreadable MIDI file %s (%s)", file, error.reason)
+            skipped.append((str(file), error.reason))
             continue
         roll, stats = midi_to_roll(pm, frames_per_beat, fs, transpose_to_c)
         for counter in dropped:

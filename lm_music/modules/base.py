@@ -19,8 +19,14 @@ class SequenceLM(pl.LightningModule):
     task: str = ""
     metric_names: tuple[str, ...] = ("loss",)
 
-    def __init__(self, optimizer: dict | None = None, scheduler: dict | None = None) -> None:
+    def __init__(
+        self,
+        optimizer: dict | None = None,
+        scheduler: dict | None = None,
+        gradient_clip_val: float | None = None,
+    ) -> None:
         super().__init__()
+        self.gradient_clip_val = gradient_clip_val
         self.optimizer_cfg = dict(optimizer or {"name": "adam", "lr": 1e-3})
         self.scheduler_cfg = dict(scheduler) if scheduler else None
         if self.optimizer_cfg.get("name", "adam") not in OPTIMIZERS:
@@ -72,6 +78,15 @@ class SequenceLM(pl.LightningModule):
 
     def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "test")
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """The model's own `gradient_clip_val` (model.gradient_clip_val), by norm; a Trainer value given with
+        +trainer.gradient_clip_val wins. Truncated backprop, which steps the optimiser itself, clips the same."""
+        self.clip_gradients(
+            optimizer,
+            gradient_clip_val=gradient_clip_val or self.gradient_clip_val,
+            gradient_clip_algorithm=gradient_clip_algorithm,
+        )
 
     def configure_optimizers(self):
         cfg = dict(self.optimizer_cfg)

@@ -16,9 +16,15 @@ class LyricsLM(SequenceLM):
     task = "lyrics"
     metric_names = ("loss", "bpc")
 
-    def __init__(self, optimizer: dict | None = None, scheduler: dict | None = None, **net: Any) -> None:
+    def __init__(
+        self,
+        optimizer: dict | None = None,
+        scheduler: dict | None = None,
+        gradient_clip_val: float | None = None,
+        **net: Any,
+    ) -> None:
         """`net`: the arguments of `LyricsSampler` (vocabulary, artists, sizes), which builds the network."""
-        super().__init__(optimizer, scheduler)
+        super().__init__(optimizer, scheduler, gradient_clip_val)
         self.save_hyperparameters()
         self.sampler = LyricsSampler(**net)
         self.net, self.vocab, self.artists = self.sampler.net, self.sampler.vocab, self.sampler.artists

@@ -28,11 +28,12 @@ class PianoRollLM(SequenceLM):
         tbptt_steps: int | None = None,
         optimizer: dict | None = None,
         scheduler: dict | None = None,
+        gradient_clip_val: float | None = None,
         **net: Any,
     ) -> None:
         """`net`: the arguments of `PianoRollSampler` (time grid, openings, sizes, head), which builds the
         network."""
-        super().__init__(optimizer, scheduler)
+        super().__init__(optimizer, scheduler, gradient_clip_val)
         self.save_hyperparameters()
         if tbptt_steps is not None and tbptt_steps < 2:
             raise UserError(f"model.tbptt_steps must be at least 2 (or null), got {tbptt_steps}")
@@ -42,7 +43,6 @@ class PianoRollLM(SequenceLM):
             )
         self.tbptt_steps = tbptt_steps
         self.automatic_optimization = not tbptt_steps
-        self.manual_gradient_clip_val: float | None = None
         self.sampler = PianoRollSampler(**net)
         self.net = self.sampler.net
         # With a learned start the network predicts frame 1 too (and trains on it): `nll_all` is reported.
@@ -118,8 +118,7 @@ class PianoRollLM(SequenceLM):
             )
             optimizer.zero_grad()
             self.manual_backward(nll_sum / count)
-            if self.manual_gradient_clip_val:
-                self.clip_gradients(optimizer, gradient_clip_val=self.manual_gradient_clip_val)
+            self.configure_gradient_clipping(optimizer)
             optimizer.step()
             total, frames = total + nll_sum.detach(), frames + count
         scheduler = self.lr_schedulers()
