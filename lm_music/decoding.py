@@ -56,15 +56,3 @@ def categorical_draw(
         return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
     return draw
-
-
-def bernoulli_draw(
-    temperature: float = 1.0, generator: torch.Generator | None = None
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Draw every key of a frame independently from sigmoid(logit / temperature)."""
-
-    def draw(logits: torch.Tensor) -> torch.Tensor:
-        probs = torch.sigmoid(logits.float() / temperature)
-        return torch.bernoulli(probs, generator=generator)
-
-    return draw
