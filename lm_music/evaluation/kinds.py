@@ -1,0 +1,327 @@
+"""What each kind of model's samples are judged as: how they are read, the reference sets, the features.
+
+`KINDS` maps a task's name (the checkpoint's `lm_music_task`) to its kind, so the command never asks which
+task it has. A kind turns drawn samples or a folder into values (rolls, texts), builds the reference split,
+the ceiling (another real split against it) and the floor (independent draws from the training set's
+unigram statistics), and computes the features of all the sets at once.
+"""
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+from omegaconf import OmegaConf
+
+from lm_music.errors import UserError
+from lm_music.evaluation import lyrics, music
+from lm_music.evaluation.compare import check_reference
+
+log = logging.getLogger(__name__)
+
+SPLIT_NAMES = ("train", "valid", "test")
+CEILING_OF = {"test": "valid", "valid": "test", "train": "valid"}  # the real split scored against each
+
+
+@dataclass
+class Sets:
+    """The values to score: samples, the reference, the ceiling and floor anchors, and what each is."""
+
+    samples: list
+    reference: list
+    ceiling: list | None
+    floor: list
+    training: list  # the training split (lyrics: the memorisation index is built over it)
+    described: dict = field(default_factory=dict)  # set name -> one line saying what it is
+    notes: list[str] = field(default_factory=list)
+    ceiling_against: list | None = None  # what the ceiling is scored against, when not the reference
+
+
+def run_data_settings(checkpoint: dict) -> dict:
+    """The `data:` settings of the run folder around a `.ckpt` (its .hydra/config.yaml), relative paths taken
+    from where that run was launched; {} for exported and shipped models, or a .ckpt outside its run."""
+    path = Path(checkpoint.get("path", ""))
+    config = path.parent.parent / ".hydra" / "config.yaml"
+    if checkpoint.get("exported") or not path.is_file() or not config.is_file():
+        return {}
+    cfg = OmegaConf.load(config)
+    try:
+        data = OmegaConf.to_container(cfg.data, resolve=True) if "data" in cfg else {}
+    except Exception as error:  # an interpolation that needs Hydra's runtime: say which file
+        raise UserError(f"cannot read the data settings of {config}: {error}") from None
+    launched = Path.cwd()
+    hydra_file = config.with_name("hydra.yaml")
+    if hydra_file.is_file():
+        runtime = (yaml.safe_load(hydra_file.read_text()) or {}).get("hydra", {}).get("runtime", {})
+        launched = Path(runtime.get("cwd") or launched)
+    for key in ("path", "cache_dir"):
+        if data.get(key) and not Path(str(data[key])).expanduser().is_absolute():
+            data[key] = str(launched / str(data[key]))
+    return data
+
+
+def data_settings(checkpoint: dict, overrides: dict) -> dict:
+    """The run's data settings with the command's `data.*` over them; a clear line when there are none."""
+    data = {**run_data_settings(checkpoint), **overrides}
+    if not data.get("path") and data.get("source") != "bach_chorales":
+        raise UserError(
+            f"{checkpoint.get('path', 'the model')} carries no data settings (an exported or shipped model, or "
+            "a .ckpt without its run's .hydra/config.yaml): give the reference with data.path=FILE_OR_FOLDER "
+            "(data.source=bach_chorales for music21's chorales) or, for music, reference_dir=MIDI_FOLDER"
+        )
+    if data.get("path") and not Path(str(data["path"])).expanduser().exists():
+        raise UserError(
+            f"the model's data {data['path']} is not there: give data.path=WHERE_IT_IS"
+            + (" or reference_dir=MIDI_FOLDER" if "text_column" not in data else "")
+        )
+    return data
+
+
+def _halves(values: list, seed: int) -> tuple[list, list]:
+    order = np.random.default_rng(seed).permutation(len(values))
+    half = len(values) // 2
+    return [values[i] for i in sorted(order[:half])], [values[i] for i in sorted(order[half:])]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Music: rolls on the model's grid
+
+
+class MusicKind:
+    """Piano-roll models: samples as rolls, MIDI read onto the model's grid, the features of `music`."""
+
+    features = music.FEATURES
+    descriptions = music.DESCRIPTIONS
+    folder_files = "*.mid / *.midi"
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.grid = {"frames_per_beat": model.sampler.frames_per_beat, "fs": model.sampler.fs}
+        self.bar_frames = music.bar_frames_of(**self.grid)
+
+    def drawn(self, samples) -> list[np.ndarray]:
+        return list(samples.rolls)
+
+    def _read_midis(self, files: list[Path], where: Path) -> list[np.ndarray]:
+        from lm_music.midi import UnreadableMidi, midi_to_roll
+
+        rolls = []
+        for file in files:
+            try:
+                roll, _ = midi_to_roll(file, **self.grid)
+            except UnreadableMidi as error:
+                log.warning("skipping unreadable MIDI file %s (%s)", file, error.reason)
+                continue
+            if len(roll) == 0:
+                log.warning("skipping MIDI file %s: no notes on the 88 keys", file)
+                continue
+            rolls.append(roll)
+        if not rolls:
+            raise UserError(
+                f"no readable MIDI file with notes in {where}: found {len(files)} .mid/.midi files"
+                + (" (each skipped file is named above)" if files else "")
+            )
+        return rolls
+
+    def _midi_files(self, folder: Path) -> list[Path]:
+        if not folder.is_dir():
+            raise UserError(f"{folder} is not a folder")
+        return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in (".mid", ".midi"))
+
+    def read_folder(self, folder: Path) -> list[np.ndarray]:
+        """The .mid files of a samples folder (sample.py's output), on the model's grid."""
+        return self._read_midis(self._midi_files(folder), folder)
+
+    def load_reference(self, args) -> dict:
+        """The real pieces: reference_dir's (all of them), or the model's data split by split."""
+        if args.get("reference_dir"):
+            folder = Path(str(args.reference_dir)).expanduser()
+            pieces = self._read_midis(self._midi_files(folder), folder)
+            check_reference(len(pieces), f"reference_dir {folder}")
+            return {"folder": folder, "pieces": pieces}
+        from lm_music.data.pianoroll import load_splits
+
+        data = data_settings(self.model.checkpoint, dict(args.get("data") or {}))
+        path = data.get("path")
+        folder_of_pieces = path and Path(path).is_dir() and not (Path(path) / "train").is_dir()
+        source = data.get("source") or ("midi_folder" if folder_of_pieces else "benchmark")
+        splits = load_splits(
+            source,
+            path,
+            data.get("cache_dir") or "data/cache",
+            self.grid["frames_per_beat"],
+            self.grid["fs"],
+            bool(data.get("transpose_to_c", False)),
+            int(data.get("seed", 0)),
+        )
+        name = str(args.get("reference", "test"))
+        where = path if source != "bach_chorales" else "music21's Bach chorales"
+        check_reference(len(splits[name]), f"the {name} split of {where}")
+        return {"splits": splits, "where": where}
+
+    def sets(self, samples: list, loaded: dict, args) -> Sets:
+        """The samples, the reference, the ceiling and the floor (as long as the samples)."""
+        seed = int(args.get("seed", 0))
+        lengths = [len(r) for r in samples]
+        if "folder" in loaded:
+            reference = loaded["pieces"]
+            first, second = _halves(reference, seed) if len(reference) >= 4 else (None, None)
+            sets = Sets(
+                samples,
+                reference,
+                first,
+                music.floor_rolls(music.key_frequencies(reference), lengths, seed),
+                reference,
+                {
+                    "reference": f"{len(reference)} pieces of {loaded['folder']}",
+                    "ceiling": "half of reference_dir's pieces against the other half",
+                    "floor": "keys drawn independently frame by frame with reference_dir's key frequencies",
+                },
+                ceiling_against=second,
+            )
+            if first is None:
+                sets.notes.append("no ceiling: reference_dir has fewer than 4 pieces to halve")
+            return sets
+        splits, name = loaded["splits"], str(args.get("reference", "test"))
+        reference, ceiling = splits[name], splits[CEILING_OF[name]]
+        return Sets(
+            samples,
+            reference,
+            ceiling if len(ceiling) >= 2 else None,
+            music.floor_rolls(music.key_frequencies(splits["train"]), lengths, seed),
+            splits["train"],
+            {
+                "reference": f"the {name} split of {loaded['where']} ({len(reference)} pieces)",
+                "ceiling": f"the {CEILING_OF[name]} split ({len(ceiling)} pieces) against the {name} split",
+                "floor": "keys drawn independently frame by frame with the training split's key frequencies",
+            },
+        )
+
+    def features_of(self, named: dict[str, list]) -> dict[str, dict[str, np.ndarray]]:
+        return {name: music.set_features(values, self.bar_frames) for name, values in named.items()}
+
+    def extras(self, named: dict[str, list], samples=None) -> dict:
+        """Yang & Lerch's pitch-class transition matrices: each set's mean, and its L1 distance to the
+        reference's."""
+        means = {name: music.mean_transitions(values) for name, values in named.items()}
+        reference = means.get("reference")
+        return {
+            "pitch_class_transitions": {
+                name: {
+                    "mean": matrix.round(5).tolist(),
+                    "l1_to_reference": float(np.abs(matrix - reference).sum()),
+                }
+                for name, matrix in means.items()
+            }
+        }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Lyrics: texts, the training split behind the memorisation index
+
+
+SAMPLE_HEADER = re.compile(r"^=== sample (\d+)(?: \((.*)\))? ===$", re.M)
+
+
+def parse_samples_txt(text: str) -> tuple[list[str], list[str] | None]:
+    """The texts (and artists, when given) of a samples.txt as sample.py writes it (`TextSamples.__str__`)."""
+    headers = list(SAMPLE_HEADER.finditer(text))
+    texts, artists = [], []
+    for i, header in enumerate(headers):
+        end = headers[i + 1].start() if i + 1 < len(headers) else len(text)
+        body = text[header.end() + 1 : end]
+        body = body[:-2] if i + 1 < len(headers) and body.endswith("\n\n") else body.removesuffix("\n")
+        texts.append(body)
+        artists.append(header.group(2))
+    return texts, artists if artists and all(a is not None for a in artists) else None
+
+
+class LyricsKind:
+    """Character models of lyrics: samples as texts, the features of `lyrics` (memorisation included)."""
+
+    features = lyrics.FEATURES
+    descriptions = lyrics.DESCRIPTIONS
+    folder_files = "samples.txt"
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.artists: list[str] | None = None
+        self.training: list[str] = []
+
+    def drawn(self, samples) -> list[str]:
+        self.artists = samples.artists
+        return list(samples.texts)
+
+    def read_folder(self, folder: Path) -> list[str]:
+        path = folder / "samples.txt" if folder.is_dir() else folder
+        if not path.is_file():
+            raise UserError(f"no samples.txt in {folder}: give the out_dir of sample.py for a lyrics model")
+        texts, self.artists = parse_samples_txt(path.read_text(encoding="utf-8", errors="replace"))
+        if not texts:
+            raise UserError(f"{path} holds no samples (no '=== sample N ===' line): write it with sample.py")
+        return texts
+
+    def load_reference(self, args) -> dict:
+        """The songs of the model's data, split as its training run split them."""
+        from lm_music.data.lyrics import filter_artists, read_lyrics_csv, split_indices
+
+        if args.get("reference_dir"):
+            raise UserError("reference_dir= is a folder of MIDI files, for music: lyrics take data.path=CSV")
+        data = data_settings(self.model.checkpoint, {"text_column": "text", **dict(args.get("data") or {})})
+        songs = read_lyrics_csv(data["path"], data["text_column"], data.get("artist_column", "artist"))
+        songs = filter_artists(songs, data.get("artists"), int(data.get("min_songs", 0)))
+        known = self.model.sampler.artists
+        if known and songs["artist"].isin(known).any():
+            songs = songs[songs["artist"].isin(known)].reset_index(drop=True)
+        fractions = float(data.get("val_fraction", 0.05)), float(data.get("test_fraction", 0.05))
+        split = split_indices(len(songs), *fractions, int(data.get("seed", 0)))
+        texts = songs["text"].tolist()
+        splits = {
+            name: [texts[i] for i in split[key]] for name, key in zip(SPLIT_NAMES, ("train", "val", "test"))
+        }
+        name = str(args.get("reference", "test"))
+        check_reference(len(splits[name]), f"the {name} split of {data['path']}")
+        self.training = splits["train"]
+        return {"splits": splits, "where": data["path"]}
+
+    def sets(self, samples: list, loaded: dict, args) -> Sets:
+        splits, name = loaded["splits"], str(args.get("reference", "test"))
+        longest = max(len(t) for t in samples)
+        # real songs cut to the samples' length, so length-sensitive features (distinct-n) compare alike
+        reference = [t[:longest] for t in splits[name]]
+        ceiling = [t[:longest] for t in splits[CEILING_OF[name]]]
+        chars, frequencies = lyrics.char_frequencies(splits["train"])
+        return Sets(
+            samples,
+            reference,
+            ceiling if len(ceiling) >= 2 else None,
+            lyrics.floor_texts(chars, frequencies, [len(t) for t in samples], int(args.get("seed", 0))),
+            splits["train"],
+            {
+                "reference": f"the {name} split of {loaded['where']} ({len(reference)} songs, cut to {longest} "
+                "characters)",
+                "ceiling": f"the {CEILING_OF[name]} split ({len(ceiling)} songs) against the {name} split",
+                "floor": "characters drawn independently with the training split's unigram frequencies",
+            },
+        )
+
+    def features_of(self, named: dict[str, list]) -> dict[str, dict[str, np.ndarray]]:
+        """All sets at once: one memorisation index over the training split for every text."""
+        everything = [t for values in named.values() for t in values]
+        combined = lyrics.set_features(everything, self.training)
+        out, start = {}, 0
+        for name, values in named.items():
+            out[name] = {k: v[start : start + len(values)] for k, v in combined.items()}
+            start += len(values)
+        return out
+
+    def extras(self, named: dict[str, list], samples=None) -> dict:
+        sampler = self.model.sampler
+        if not getattr(sampler, "conditional", False) or not self.artists:
+            return {}
+        return {"artists": lyrics.artist_identification(sampler, named["samples"], self.artists)}
+
+
+KINDS = {"pianoroll": MusicKind, "lyrics": LyricsKind}  # keyed on the task's name (lm_music.tasks.TASKS)
