@@ -4,7 +4,7 @@
 
 Lyrics: songdata_head.csv with data.max_len=1000 and data.max_len=null (whole songs), batch size of
 conf/data/lyrics.yaml. Music: the train splits of JSB Chorales, Nottingham and Piano-midi.de with the batch
-sizes of conf/experiment/*.yaml. `grouped` is LengthGroupedBatchSampler as training uses it (shuffled),
+sizes of conf/data/*.yaml. `grouped` is LengthGroupedBatchSampler as training uses it (shuffled),
 `random` is plain random batches (torch's BatchSampler over a RandomSampler), `sorted` is the sampler's
 unshuffled order (what evaluation uses: the least padding possible). One JSON line per dataset, the share
 averaged over `--epochs` epochs (seeds).
@@ -74,7 +74,9 @@ def main() -> None:
         ("Nottingham", "nottingham"),
         ("Piano_midi", "piano_midi"),
     ):
-        batch = OmegaConf.load(ROOT / "conf" / "experiment" / f"{experiment}.yaml").data.batch_size
+        batch = OmegaConf.load(
+            ROOT / "conf" / "data" / f"{experiment}.yaml"
+        ).batch_size  # the experiment's data group
         dm = PianoRollDataModule(path=str(DATA / "polyphonic" / f"{name}.mat"), batch_size=batch)
         dm.setup("fit")
         datasets.append((name, dm.datasets["train"].lengths(), batch))
