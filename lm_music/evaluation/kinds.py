@@ -62,19 +62,19 @@ def run_data_settings(checkpoint: dict) -> dict:
     return data
 
 
-def data_settings(checkpoint: dict, overrides: dict) -> dict:
-    """The run's data settings with the command's `data.*` over them; a clear line when there are none."""
+def data_settings(checkpoint: dict, overrides: dict, elsewhere: str = "") -> dict:
+    """The run's data settings with the command's `data.*` over them; a clear line when there are none
+    (`elsewhere`: the other way to give a reference, for the message)."""
     data = {**run_data_settings(checkpoint), **overrides}
     if not data.get("path") and data.get("source") != "bach_chorales":
         raise UserError(
             f"{checkpoint.get('path', 'the model')} carries no data settings (an exported or shipped model, or "
-            "a .ckpt without its run's .hydra/config.yaml): give the reference with data.path=FILE_OR_FOLDER "
-            "(data.source=bach_chorales for music21's chorales) or, for music, reference_dir=MIDI_FOLDER"
+            "a .ckpt without its run's .hydra/config.yaml): give the reference with data.path=FILE_OR_FOLDER"
+            + elsewhere
         )
     if data.get("path") and not Path(str(data["path"])).expanduser().exists():
         raise UserError(
-            f"the model's data {data['path']} is not there: give data.path=WHERE_IT_IS"
-            + (" or reference_dir=MIDI_FOLDER" if "text_column" not in data else "")
+            f"the model's data {data['path']} is not there: give data.path=WHERE_IT_IS" + elsewhere
         )
     return data
 
@@ -143,7 +143,8 @@ class MusicKind:
             return {"folder": folder, "pieces": pieces}
         from lm_music.data.pianoroll import load_splits
 
-        data = data_settings(self.model.checkpoint, dict(args.get("data") or {}))
+        elsewhere = " (data.source=bach_chorales for music21's chorales) or reference_dir=MIDI_FOLDER"
+        data = data_settings(self.model.checkpoint, dict(args.get("data") or {}), elsewhere)
         path = data.get("path")
         folder_of_pieces = path and Path(path).is_dir() and not (Path(path) / "train").is_dir()
         source = data.get("source") or ("midi_folder" if folder_of_pieces else "benchmark")
@@ -269,8 +270,9 @@ class LyricsKind:
 
         if args.get("reference_dir"):
             raise UserError("reference_dir= is a folder of MIDI files, for music: lyrics take data.path=CSV")
-        data = data_settings(self.model.checkpoint, {"text_column": "text", **dict(args.get("data") or {})})
-        songs = read_lyrics_csv(data["path"], data["text_column"], data.get("artist_column", "artist"))
+        data = data_settings(self.model.checkpoint, dict(args.get("data") or {}), " (the lyrics CSV)")
+        columns = data.get("text_column", "text"), data.get("artist_column", "artist")
+        songs = read_lyrics_csv(data["path"], *columns)
         songs = filter_artists(songs, data.get("artists"), int(data.get("min_songs", 0)))
         known = self.model.sampler.artists
         if known and songs["artist"].isin(known).any():

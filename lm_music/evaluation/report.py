@@ -84,8 +84,13 @@ def write_png(path: Path, result: dict, title: str) -> None:
 
     features = result["features"]
     names = list(features["samples"])
+    matrices = {
+        name: np.asarray(entry["mean"])
+        for name, entry in (result.get("pitch_class_transitions") or {}).items()
+        if name in ("samples", "reference")
+    }
     cols = 4
-    rows = math.ceil(len(names) / cols)
+    rows = math.ceil((len(names) + len(matrices)) / cols)
     fig = Figure(figsize=(4 * cols, 2.8 * rows + 0.6), dpi=90)
     FigureCanvasAgg(fig)
     styles = {
@@ -127,6 +132,15 @@ def write_png(path: Path, result: dict, title: str) -> None:
         ax.set_yticks([])
         if i == 0:
             ax.legend(fontsize=7)
+    for i, (set_name, matrix) in enumerate(matrices.items()):
+        ax = fig.add_subplot(rows, cols, len(names) + i + 1)
+        ax.imshow(matrix, cmap="Greys", origin="lower", vmin=0)
+        distance = result["pitch_class_transitions"][set_name]["l1_to_reference"]
+        ax.set_title(f"pitch-class transitions, {set_name} (L1 to reference {distance:.2f})", fontsize=8)
+        ax.set_xticks(range(12), ["C", "", "D", "", "E", "F", "", "G", "", "A", "", "B"], fontsize=6)
+        ax.set_yticks(range(12), ["C", "", "D", "", "E", "F", "", "G", "", "A", "", "B"], fontsize=6)
+        ax.set_xlabel("to", fontsize=7)
+        ax.set_ylabel("from", fontsize=7)
     fig.suptitle(f"{title}\n{summary_line(result['summary'])}", fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
