@@ -5,6 +5,7 @@ one line an epoch where no terminal shows a bar."""
 import atexit
 import datetime
 import logging
+import math
 import signal
 import threading
 import time
@@ -173,7 +174,9 @@ def _destroy_process_group() -> None:
 
 class AdaptThreads(pl.Callback):
     """Applies a ThreadPolicy: the first thread count when the run is set up (in every process of it), then a
-    recheck after training batches. `sharers`: the jobs of a joblib sweep that run at once."""
+    recheck after training batches. `sharers`: the jobs of a joblib sweep that run at once. It keeps nothing in
+    the checkpoint on purpose: a resumed run (perhaps on another node) looks at the machine it now runs on,
+    from `setup`, which every start of `fit` calls, a resumed one included."""
 
     def __init__(self, policy: ThreadPolicy, sharers: int = 1) -> None:
         self.policy = policy
@@ -207,6 +210,13 @@ class EpochLines(ProgressBar):
     def __init__(self) -> None:
         super().__init__()
         self._enabled = True
+        self.loss_sum, self.batches = 0.0, 0  # this epoch's so far; a mid-epoch resume gets them back
+
+    def state_dict(self) -> dict:
+        return {"loss_sum": float(self.loss_sum), "batches": self.batches}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.loss_sum, self.batches = state_dict.get("loss_sum", 0.0), state_dict.get("batches", 0)
 
     def disable(self) -> None:
         self._enabled = False
@@ -215,10 +225,14 @@ class EpochLines(ProgressBar):
         self._enabled = True
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A mid-epoch resume starts part of the way into its epoch: the estimate counts that part only.
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        per_epoch = trainer.num_training_batches
+        fraction = done / per_epoch if done and per_epoch and math.isfinite(per_epoch) else 0.0
         self.start_time, self.start_step, self.start_epoch = (
             time.monotonic(),
             trainer.global_step,
-            trainer.current_epoch,
+            trainer.current_epoch + fraction,
         )
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -38,6 +38,8 @@ from lm_music.checkpoints import (
 from lm_music.distributed import evaluator, in_multirun, progress, safe_strategy
 from lm_music.errors import UserError
 from lm_music.io import write_text_atomic
+from lm_music.loggers import TrackerState, resume_trackers
+from lm_music.resume import AtomicCheckpointIO, auto_resume_path
 from lm_music.threads import ThreadPolicy, usable_cores
 
 log = logging.getLogger(__name__)
@@ -147,6 +149,13 @@ def _resolve_ckpt_path(cfg: DictConfig) -> str | None:
     Training resumes only from a `.ckpt` (it holds the optimiser and loop state); starting from a shipped or
     exported model's weights is fine-tuning, `init_from=`."""
     ckpt_path = cfg.get("ckpt_path")
+    if not ckpt_path and cfg.train and (found := auto_resume_path(cfg.paths.output_dir)):
+        log.info(
+            "requeued SLURM job (SLURM_RESTART_COUNT=%s): resuming from %s",
+            os.environ["SLURM_RESTART_COUNT"],
+            found,
+        )
+        return str(found)
     if ckpt_path and ckpt_path != "last" and cfg.train and not str(ckpt_path).endswith(".ckpt"):
         raise UserError(
             f"ckpt_path={ckpt_path} under train=true resumes a run, which needs its .ckpt "
@@ -156,6 +165,9 @@ def _resolve_ckpt_path(cfg: DictConfig) -> str | None:
     if ckpt_path != "last":
         return ckpt_path
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if not last.is_file() and in_multirun():
+        log.info("ckpt_path=last: this job has no %s yet: it starts from the beginning", last)
+        return None
     if not last.is_file():
         raise UserError(
             f"ckpt_path=last: no {last}; give the interrupted run's folder too: hydra.run.dir=RUN_DIR ckpt_path=last"
@@ -182,6 +194,15 @@ def _fine_tuned(cfg: DictConfig, initial: dict):
 
 def train(cfg: DictConfig) -> float | None:
     """Train and/or test as the config says; return `cfg.optimized_metric` for sweepers."""
+    finished = Path(cfg.paths.output_dir) / "metrics.json"
+    if cfg.get("ckpt_path") == "last" and in_multirun() and finished.is_file():
+        # A sweep run again with ckpt_path=last after a kill: the jobs that had ended keep their results.
+        log.info("ckpt_path=last: this job ended before (%s): kept as it is", finished)
+        return (
+            json.loads(finished.read_text()).get(cfg.optimized_metric)
+            if cfg.get("optimized_metric")
+            else None
+        )
     threads = ThreadPolicy(cfg.get("threads", "auto"))  # it looks at the other processes from here on
     commit = source_commit()  # of the code this run loaded, whatever the checkout holds when it ends
     if cfg.get("seed") is not None:
@@ -213,8 +234,9 @@ def train(cfg: DictConfig) -> float | None:
     _quiet_lightning()
     _quiet_wandb()
     loggers = _instantiate_all(cfg.get("logger"))
+    resume_trackers(loggers, checkpoint if cfg.train else None)  # before they log anything
     try:
-        callbacks += [AdaptThreads(threads, _joblib_jobs()), DestroyProcessGroupAtExit()]
+        callbacks += [AdaptThreads(threads, _joblib_jobs()), DestroyProcessGroupAtExit(), TrackerState()]
         if cfg.trainer.get("enable_progress_bar", True) and not sys.stdout.isatty():
             callbacks.append(
                 EpochLines()
@@ -239,6 +261,8 @@ def _fit_and_test(
     manual = {"enable_model_summary": False}  # ModelSize says it in one line
     if strategy := safe_strategy(cfg):
         manual["strategy"] = strategy
+    if not cfg.trainer.get("plugins"):  # a kill mid-save leaves the old checkpoint, not half a new one
+        manual["plugins"] = [AtomicCheckpointIO()]
     trainer: pl.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, **manual)
     params = _flat_hparams(cfg)
     for logger in trainer.loggers:

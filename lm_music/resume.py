@@ -1,0 +1,171 @@
+"""What lets a run be stopped at any moment (SIGTERM, SIGKILL, a SLURM time limit) and go on from its folder.
+
+- `AtomicCheckpointIO`: Lightning's own write (`lightning_fabric.utilities.cloud_io._atomic_save`) goes
+  through an fsspec transaction, which for a local path writes to a file in the system's temp folder and then
+  `shutil.move`s it: a copy when /tmp is another file system (a kill in the copy leaves half a checkpoint under
+  the real name), and a temp file in /tmp that a kill never removes. This writes beside the target and renames.
+- `RunCheckpoint`: ModelCheckpoint whose folder holds what it keeps (the best `save_top_k` and `last.ckpt`)
+  however often the run was killed and resumed, and whose best stays the best of the whole run.
+- `run_name` and `auto_resume_path`: under SLURM a run folder named by the job, and a requeued job that
+  continues from it without `ckpt_path=last`.
+"""
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning_fabric.utilities.cloud_io import _is_local_file_protocol
+from omegaconf import OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from lm_music.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+TEMP_FILE = re.compile(r"^\..+\.tmp$")  # what lm_music.io.atomic_path leaves behind if killed mid-write
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """torch.save to a temporary file beside the checkpoint, flushed to disk, then renamed over it: a kill at
+    any moment leaves the old checkpoint or the new one, never a part of one."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None or not _is_local_file_protocol(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())  # the rename must not reach the disk before the bytes (a node crash)
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that survives kills. A kill between its writes leaves files that the state in
+    `last.ckpt` does not know: a new best written after `last.ckpt`, whose old best may be gone already. Stock
+    ModelCheckpoint keeps those for ever and, when the resumed run reaches the same epoch and step, writes
+    `NAME-v1.ckpt` beside them (so checkpoints pile up), and may report a best that no longer exists. Here, on a
+    resume, files of the checkpoint folder that the restored state does not know and that were written since
+    the checkpoint resumed from are removed (with the temporary files of interrupted writes), entries of the
+    state whose file is gone are dropped, and a checkpoint of the same name is replaced instead of versioned
+    (`enable_version_counter=False`: it is the same epoch and step of the same run). A run folder that moved
+    keeps its best: the state's paths are moved with it."""
+
+    def __init__(self, *args, enable_version_counter: bool = False, **kwargs) -> None:
+        super().__init__(*args, enable_version_counter=enable_version_counter, **kwargs)
+        self._restored = False
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old = state_dict.get("dirpath")
+        if old and self.dirpath and Path(old) != Path(self.dirpath):
+            state_dict = _moved(state_dict, Path(old), Path(self.dirpath))
+        super().load_state_dict(state_dict)
+        self._restored = True
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if (
+            self._restored
+            and trainer.is_global_zero
+            and self.dirpath
+            and _is_local_file_protocol(self.dirpath)
+        ):
+            self.tidy(Path(trainer.ckpt_path) if trainer.ckpt_path else None)
+        trainer.strategy.barrier()
+
+    def tidy(self, resumed_from: Path | None) -> list[Path]:
+        """Remove what a kill left in the folder that the restored state does not know; return what went."""
+        folder = Path(self.dirpath)
+        for path in [p for p in self.best_k_models if not Path(p).is_file()]:
+            self.best_k_models.pop(path)
+            log.info("the best checkpoint %s of the resumed state is gone (a kill): forgotten", path)
+        if self.best_k_models:
+            pick = min if self.mode == "min" else max
+            self.best_model_path = pick(self.best_k_models, key=self.best_k_models.get)
+            self.best_model_score = self.best_k_models[self.best_model_path]
+            if len(self.best_k_models) == self.save_top_k:
+                worst = max if self.mode == "min" else min
+                self.kth_best_model_path = worst(self.best_k_models, key=self.best_k_models.get)
+                self.kth_value = self.best_k_models[self.kth_best_model_path]
+            else:
+                self.kth_best_model_path = ""  # fewer than save_top_k kept: the next one is saved anyway
+        elif self.monitor is not None:
+            self.best_model_path, self.best_model_score, self.kth_best_model_path = "", None, ""
+        known = {
+            Path(p).resolve() for p in [*self.best_k_models, self.last_model_path, self.best_model_path] if p
+        }
+        if resumed_from is not None:
+            known.add(resumed_from.resolve())
+        since = resumed_from.stat().st_mtime if resumed_from is not None and resumed_from.is_file() else None
+        removed = []
+        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+            stale_temp = TEMP_FILE.match(path.name) is not None
+            orphan = (
+                path.suffix == self.FILE_EXTENSION
+                and path.resolve() not in known
+                and since is not None
+                and path.stat().st_mtime >= since
+            )
+            if path.is_file() and (stale_temp or orphan):
+                path.unlink()
+                removed.append(path)
+        if removed:
+            log.info(
+                "resumed: removed %s, written after the checkpoint resumed from (a kill)",
+                ", ".join(p.name for p in removed),
+            )
+        return removed
+
+
+def _moved(state: dict[str, Any], old: Path, new: Path) -> dict[str, Any]:
+    def move(path):
+        return str(new / Path(path).name) if path and Path(path).parent == old else path
+
+    state = dict(state, dirpath=str(new))
+    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        if key in state:
+            state[key] = move(state[key])
+    if "best_k_models" in state:
+        state["best_k_models"] = {move(k): v for k, v in state["best_k_models"].items()}
+    return state
+
+
+# --- SLURM -------------------------------------------------------------------------------------------------
+
+
+def slurm_job() -> str | None:
+    """This SLURM job's id (`ARRAYJOB_TASK` for an array task), or None outside a SLURM batch job."""
+    environ = os.environ
+    if environ.get("SLURM_ARRAY_JOB_ID") and environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"{environ['SLURM_ARRAY_JOB_ID']}_{environ['SLURM_ARRAY_TASK_ID']}"
+    return environ.get("SLURM_JOB_ID") or None
+
+
+def run_name(timestamp: str) -> str:
+    """A run (or sweep) folder's name: `slurm-JOBID` inside a SLURM job, which a requeued job finds again,
+    else the timestamp (`DATE_TIME`). The Hydra resolver `${lm_music.run_name:${now:...}}`."""
+    job = slurm_job()
+    return f"slurm-{job}" if job else timestamp
+
+
+def requeued() -> bool:
+    """SLURM started this job again (a requeue after pre-emption, a time limit or `scontrol requeue`)."""
+    try:
+        return slurm_job() is not None and int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
+    except ValueError:
+        return False
+
+
+OmegaConf.register_new_resolver("lm_music.run_name", run_name, replace=True)
+
+
+def auto_resume_path(output_dir: str | Path) -> Path | None:
+    """For a requeued SLURM job: the newest of its run folder's `checkpoints/last.ckpt` and the checkpoints
+    Lightning's own SIGUSR1 requeue writes (`hpc_ckpt_N.ckpt`), or None (not requeued, or nothing saved)."""
+    if not requeued():
+        return None
+    output_dir = Path(output_dir)
+    candidates = [output_dir / "checkpoints" / "last.ckpt", *output_dir.glob("hpc_ckpt_*.ckpt")]
+    candidates = [p for p in candidates if p.is_file()]
+    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
