@@ -117,7 +117,9 @@ def evaluate(cfg: DictConfig) -> dict:
     }
     out = Path(str(cfg.out_dir))
     out.mkdir(parents=True, exist_ok=True)
+    clock = time.perf_counter()
     write_png(out / "evaluation.png", result, f"{path}: {drawn}")
+    timing["picture_s"] = time.perf_counter() - clock
     write_json(out / "evaluation.json", result)  # last: its presence says the evaluation is complete
     return result
 

@@ -135,6 +135,17 @@ def test_overlapping_area_of_a_set_with_itself_is_one_and_with_a_disjoint_set_ne
     )
 
 
+def test_the_density_is_scipys_gaussian_kde():
+    from scipy.stats import gaussian_kde
+
+    from lm_music.evaluation.compare import _density
+
+    values, grid = np.random.default_rng(0).gamma(2.0, size=77), np.linspace(-1, 12, 200)
+    np.testing.assert_allclose(
+        _density(values, 1.0)(grid), gaussian_kde(values)(grid), rtol=1e-10, atol=1e-14
+    )
+
+
 def test_a_reference_of_one_piece_is_refused_in_one_line():
     with pytest.raises(UserError, match="cannot be estimated from fewer than two"):
         check_reference(1, "reference_dir x")

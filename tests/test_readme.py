@@ -193,6 +193,8 @@ def map_placeholders(command: Command, runs: Callable[[], "Runs"], scratch: Path
                 value = str(runs().checkpoint(runs().music))
             elif value == "my-model":
                 value = str(runs().exported)
+        elif sep and key in ("reference_dir", "samples_dir") and value == "DIR":
+            value = str(small_midi_folder(scratch))
         elif sep and key == "prime_midi" and value == "song.mid":
             value = str(SONG_MID)
         elif sep and key == "hydra.run.dir":
@@ -382,6 +384,11 @@ def test_readme_command_runs(command, readme_data, request, tmp_path):
         assert (cwd / "my-model" / "model.safetensors").is_file()
     elif point == "lm_music.app":
         serve_once(args, cwd)
+    elif point == "lm_music.evaluate":
+        args = replaced(args, {"num_samples": 4, "length": 32, "threads": 1})
+        check(python(point, args, cwd), str(command))
+        out = cwd / dict(a.split("=", 1) for a in args).get("out_dir", "evaluation")
+        assert (out / "evaluation.json").is_file() and (out / "evaluation.png").is_file()
     else:
         raise AssertionError(f"{command}: no way to run {point} here: run it, or list it in NOT_RUN")
 

@@ -1,31 +1,38 @@
 """One comparison for every task: a feature's values on two sets, as Yang & Lerch (2018) compare them.
 
-Each set's values are smoothed into a density with a Gaussian KDE (`scipy.stats.gaussian_kde`, Scott's
-bandwidth); the overlapping area (OA) is the integral of the smaller of the two densities on a common grid
-(1: the same distribution, 0: disjoint), and the KL divergence KL(samples || reference) is integrated on the
+Each set's values are smoothed into a density with a Gaussian KDE (the density `scipy.stats.gaussian_kde`
+gives, Scott's bandwidth, evaluated directly as a mixture: scipy's evaluate is ten times slower here); the
+overlapping area (OA) is the integral of the smaller of the two densities on a common grid (1: the same
+distribution, 0: disjoint), and the KL divergence KL(samples || reference) is integrated on the
 same grid. A set whose values are all equal has no spread to estimate a bandwidth from: it gets a Gaussian
 as wide as the other set's kernel (or, when neither has spread, a thousandth of their distance), so that
 "always 0" still compares.
 """
 
 import numpy as np
-from scipy.stats import gaussian_kde
 
 from lm_music.errors import UserError
 
 GRID_POINTS = 1000
 
 
-def _density(values: np.ndarray, narrow: float):
-    """A callable density of `values` (at least two): the KDE, or with no spread a Gaussian `narrow` wide."""
-    if np.ptp(values) > 0:
-        return gaussian_kde(values)
-    centre = float(values[0])
-    return lambda x: np.exp(-0.5 * ((x - centre) / narrow) ** 2) / (narrow * np.sqrt(2 * np.pi))
-
-
 def _bandwidth(values: np.ndarray) -> float:
-    return float(np.sqrt(gaussian_kde(values).covariance[0, 0])) if np.ptp(values) > 0 else 0.0
+    """The kernel's standard deviation `scipy.stats.gaussian_kde` chooses by default (Scott's rule in one
+    dimension: the sample standard deviation times n ** -1/5); 0 with no spread."""
+    return float(np.std(values, ddof=1) * len(values) ** -0.2) if np.ptp(values) > 0 else 0.0
+
+
+def _density(values: np.ndarray, fallback: float):
+    """The Gaussian KDE of `values` as a callable, evaluated as the mixture it is (in one dimension this
+    is what `gaussian_kde.evaluate` computes, without its triangular solves); with no spread, one Gaussian
+    `fallback` wide."""
+    sigma = _bandwidth(values) or fallback
+
+    def density(x: np.ndarray) -> np.ndarray:
+        z = (x[:, None] - values[None, :]) / sigma
+        return np.exp(-0.5 * z**2).mean(1) / (sigma * np.sqrt(2 * np.pi))
+
+    return density
 
 
 def compare(samples: np.ndarray, reference: np.ndarray) -> dict[str, float]:

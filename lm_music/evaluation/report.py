@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lm_music.evaluation.compare import GRID_POINTS
+from lm_music.evaluation.compare import GRID_POINTS, _density
 from lm_music.io import atomic_path, write_text_atomic
 
 ANCHORS = ("model", "ceiling", "floor")
@@ -68,12 +68,10 @@ def write_json(path: Path, result: dict) -> None:
 
 
 def _curve(values: np.ndarray, grid: np.ndarray) -> np.ndarray | None:
-    from scipy.stats import gaussian_kde
-
     values = values[np.isfinite(values)]
     if len(values) < 2 or np.ptp(values) == 0:
         return None
-    return gaussian_kde(values)(grid)
+    return _density(values, 1.0)(grid)
 
 
 def write_png(path: Path, result: dict, title: str) -> None:
