@@ -77,6 +77,37 @@ def test_scale_features_on_a_chromatic_run_and_a_key():
     assert music.roll_features(roll, 4)["in_scale_rate"] == pytest.approx(8 / 9)
 
 
+def test_features_agree_with_muspy_where_it_is_installed():
+    """MusPy is not a dependency (README, "Evaluate samples"): where it is installed, its functions give the
+    same values on JSB pieces and random rolls (resolution 1: one frame a beat, as JSB). Groove consistency
+    and empty frames are left out on purpose: MusPy counts bars and beats up to the last note-off plus one
+    (an extra, empty bar when a piece ends on a bar line); here they are the roll's complete bars, its frames."""
+    muspy = pytest.importorskip("muspy")
+    from lm_music.data.pianoroll import read_benchmark
+
+    rng = np.random.default_rng(0)
+    rolls = read_benchmark(JSB)["test"][:20] + [
+        (rng.random((64, 88)) < 0.04).astype(np.uint8) for _ in range(5)
+    ]
+    same = {
+        "pitch_range": muspy.pitch_range,
+        "n_pitches_used": muspy.n_pitches_used,
+        "n_pitch_classes_used": muspy.n_pitch_classes_used,
+        "polyphony": muspy.polyphony,
+        "polyphony_rate": muspy.polyphony_rate,  # threshold 2 in both
+        "pitch_entropy": muspy.pitch_entropy,
+        "pitch_class_entropy": muspy.pitch_class_entropy,
+        "scale_consistency": muspy.scale_consistency,
+    }
+    for roll in rolls:
+        wide = np.zeros((len(roll), 128), dtype=bool)
+        wide[:, LOWEST_PITCH : LOWEST_PITCH + 88] = roll != 0
+        piece = muspy.from_pianoroll_representation(wide, resolution=1, encode_velocity=False)
+        ours = music.roll_features(roll, bar_frames=4)
+        for name, metric in same.items():
+            assert ours[name] == pytest.approx(metric(piece), abs=1e-9), name
+
+
 def test_key_estimate_is_the_midi_modules():
     rng = np.random.default_rng(0)
     for _ in range(50):
