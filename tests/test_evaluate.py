@@ -169,11 +169,11 @@ def test_overlapping_area_of_a_set_with_itself_is_one_and_with_a_disjoint_set_ne
 def test_the_density_is_scipys_gaussian_kde():
     from scipy.stats import gaussian_kde
 
-    from lm_music.evaluation.compare import _density
+    from lm_music.evaluation.compare import kde_density
 
     values, grid = np.random.default_rng(0).gamma(2.0, size=77), np.linspace(-1, 12, 200)
     np.testing.assert_allclose(
-        _density(values, 1.0)(grid), gaussian_kde(values)(grid), rtol=1e-10, atol=1e-14
+        kde_density(values, 1.0)(grid), gaussian_kde(values)(grid), rtol=1e-10, atol=1e-14
     )
 
 
@@ -360,3 +360,19 @@ def test_command_on_a_conditional_lyrics_model(lyrics_run, tmp_path):
     assert set(result["comparisons"]["model"]) == set(lyrics.FEATURES)
     assert len(result["artists"]["picked"]) == 4 and 0 <= result["artists"]["match_rate"] <= 1
     assert (out / "evaluation.png").is_file()
+
+
+@pytest.mark.slow
+def test_on_songdata_the_validation_songs_beat_the_floor(songs):
+    from lm_music.data.lyrics import split_indices
+
+    split = split_indices(len(songs), 0.05, 0.05, seed=0)
+    train, valid, test = ([songs[i] for i in split[name]] for name in ("train", "val", "test"))
+    chars, frequencies = lyrics.char_frequencies(train)
+    floor = lyrics.floor_texts(chars, frequencies, [1000] * 64, seed=0)
+    test_f, valid_f, floor_f = (
+        lyrics.set_features([t[:1000] for t in s], train) for s in (test, valid, floor)
+    )
+    ceiling, bottom = mean_oa(compare_sets(valid_f, test_f)), mean_oa(compare_sets(floor_f, test_f))
+    assert ceiling > 0.75 and bottom < 0.45
+    assert np.nanmean(floor_f["repeated_lines"]) < 0.01 < np.nanmean(test_f["repeated_lines"])

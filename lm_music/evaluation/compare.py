@@ -22,7 +22,7 @@ def _bandwidth(values: np.ndarray) -> float:
     return float(np.std(values, ddof=1) * len(values) ** -0.2) if np.ptp(values) > 0 else 0.0
 
 
-def _density(values: np.ndarray, fallback: float):
+def kde_density(values: np.ndarray, fallback: float):
     """The Gaussian KDE of `values` as a callable, evaluated as the mixture it is (in one dimension this
     is what `gaussian_kde.evaluate` computes, without its triangular solves); with no spread, one Gaussian
     `fallback` wide."""
@@ -56,7 +56,7 @@ def compare(samples: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     # a set with no spread borrows the other set's bandwidth (all 1.0 against mostly 1.0 overlaps well);
     # two sets with none get a thousandth of their spread (equal: OA 1, apart: OA 0)
     narrow = max(_bandwidth(a), _bandwidth(b)) or 1e-3 * spread
-    p_of, q_of = _density(a, narrow), _density(b, narrow)
+    p_of, q_of = kde_density(a, narrow), kde_density(b, narrow)
     margin = 3 * max(both.std(), narrow) + narrow * 5
     grid = np.linspace(both.min() - margin, both.max() + margin, GRID_POINTS)
     if np.ptp(a) == 0 or np.ptp(b) == 0:  # a narrow Gaussian needs grid points around its centre

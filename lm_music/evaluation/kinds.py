@@ -203,7 +203,7 @@ class MusicKind:
     def features_of(self, named: dict[str, list]) -> dict[str, dict[str, np.ndarray]]:
         return {name: music.set_features(values, self.bar_frames) for name, values in named.items()}
 
-    def extras(self, named: dict[str, list], samples=None) -> dict:
+    def extras(self, named: dict[str, list]) -> dict:
         """Yang & Lerch's pitch-class transition matrices: each set's mean, and its L1 distance to the
         reference's."""
         means = {name: music.mean_transitions(values) for name, values in named.items()}
@@ -319,7 +319,7 @@ class LyricsKind:
             start += len(values)
         return out
 
-    def extras(self, named: dict[str, list], samples=None) -> dict:
+    def extras(self, named: dict[str, list]) -> dict:
         sampler = self.model.sampler
         if not getattr(sampler, "conditional", False) or not self.artists:
             return {}

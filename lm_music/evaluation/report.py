@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lm_music.evaluation.compare import GRID_POINTS, _density
+from lm_music.evaluation.compare import GRID_POINTS, kde_density
 from lm_music.io import atomic_path, write_text_atomic
 
 ANCHORS = ("model", "ceiling", "floor")
@@ -71,7 +71,7 @@ def _curve(values: np.ndarray, grid: np.ndarray) -> np.ndarray | None:
     values = values[np.isfinite(values)]
     if len(values) < 2 or np.ptp(values) == 0:
         return None
-    return _density(values, 1.0)(grid)
+    return kde_density(values, 1.0)(grid)
 
 
 def write_png(path: Path, result: dict, title: str) -> None:
