@@ -376,3 +376,25 @@ def test_on_songdata_the_validation_songs_beat_the_floor(songs):
     ceiling, bottom = mean_oa(compare_sets(valid_f, test_f)), mean_oa(compare_sets(floor_f, test_f))
     assert ceiling > 0.75 and bottom < 0.45
     assert np.nanmean(floor_f["repeated_lines"]) < 0.01 < np.nanmean(test_f["repeated_lines"])
+
+
+def test_a_runs_data_settings_come_from_its_hydra_folder(tmp_path):
+    from lm_music.evaluation.kinds import data_settings, run_data_settings
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (run / ".hydra" / "config.yaml").write_text(
+        "seed: 3\npaths:\n  data_dir: data\n  output_dir: ${hydra:runtime.output_dir}\n"
+        "data:\n  path: ${paths.data_dir}/JSB_Chorales.mat\n  seed: ${seed}\n  frames_per_beat: 1\n"
+    )
+    launched = tmp_path / "checkout"
+    (run / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  runtime:\n    cwd: {launched}\n")
+    checkpoint = {"path": str(run / "checkpoints" / "last.ckpt")}
+    data = run_data_settings(checkpoint)
+    assert data == {"path": str(launched / "data" / "JSB_Chorales.mat"), "seed": 3, "frames_per_beat": 1}
+    with pytest.raises(UserError, match="JSB_Chorales.mat is not there: give data.path="):
+        data_settings(checkpoint, {})
+    assert data_settings(checkpoint, {"path": str(JSB)})["path"] == str(JSB)  # data.path= where it moved
+    assert run_data_settings({"path": str(JSB)}) == {}  # no run folder around it
