@@ -99,8 +99,11 @@ class SampleLogger(pl.Callback):
             return
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         items = pl_module.tracker_samples(self.num_samples, self.length, self.temperature, generator)
+        # The step the trackers log this validation's metrics at (Lightning's, one behind global_step here):
+        # the samples sit beside them, and a resumed TensorBoard run hides neither.
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped
         for logger in trainer.loggers:
-            log_samples(logger, items, trainer.global_step)
+            log_samples(logger, items, step)
 
 
 class SaveOnInterrupt(pl.Callback):

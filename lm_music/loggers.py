@@ -41,22 +41,36 @@ class ResumableCSVWriter(ExperimentWriter):
     def __init__(self, log_dir: str, keep_rows: int | None = None) -> None:
         self.rows_saved = 0
         self._keep_rows = keep_rows
+        self._after: list[dict] | None = None  # rows written after the checkpoint, until the cut is settled
         super().__init__(log_dir)
 
     def _check_log_dir_exists(self) -> None:
         if self._keep_rows is None:
             return super()._check_log_dir_exists()  # a fresh run: Lightning's warning, a new file
-        path = Path(self.metrics_file_path)
-        header, rows = _read_complete_rows(path)
-        rows = rows[: self._keep_rows]
-        if header:
-            self.metrics_keys = list(header)
-            self._write_all(rows)
-        elif path.exists():
-            path.unlink()  # not even a header survived: start the file again
-        self.rows_saved = len(rows)
+        header, rows = _read_complete_rows(Path(self.metrics_file_path))
+        self.metrics_keys = list(header)
+        self.rows_saved = min(len(rows), self._keep_rows)
+        self._after = rows[self.rows_saved :]
         if len(rows) < self._keep_rows:
-            log.warning("%s held %d of the %d rows saved by the checkpoint", path, len(rows), self._keep_rows)
+            log.warning(
+                "%s held %d of the %d rows the checkpoint saved",
+                self.metrics_file_path,
+                len(rows),
+                self._keep_rows,
+            )
+
+    def settle(self, first_step: int) -> None:
+        """The resumed run logs from `first_step` on: of the rows the killed process wrote after the checkpoint,
+        keep those of earlier steps (a checkpoint written at a batch's end comes before that batch's row, and
+        the resumed run does not train that batch again) and drop the rest, which the resumed run logs again."""
+        if self._after is None:
+            return
+        kept = [r for r in self._after if _step(r) is not None and _step(r) < first_step]
+        _, rows = _read_complete_rows(Path(self.metrics_file_path))
+        self.rows_saved += len(kept)
+        self._after = None
+        if self.metrics_keys:
+            self._write_all(rows[: self.rows_saved - len(kept)] + kept)
 
     def _write_all(self, rows: list[dict]) -> None:
         buffer = io.StringIO()
@@ -68,6 +82,8 @@ class ResumableCSVWriter(ExperimentWriter):
     def save(self) -> None:
         if not self.metrics:
             return
+        if self._after is not None:  # logged before the first training batch said where the run resumed
+            self.settle(min(int(r["step"]) for r in self.metrics))
         path = Path(self.metrics_file_path)
         new_keys = self._record_new_keys()
         if new_keys or not path.is_file():
@@ -82,6 +98,13 @@ class ResumableCSVWriter(ExperimentWriter):
                 )
         self.rows_saved += len(self.metrics)
         self.metrics = []
+
+
+def _step(row: dict) -> int | None:
+    try:
+        return int(float(row["step"]))
+    except (KeyError, ValueError):
+        return None
 
 
 def _read_complete_rows(path: Path) -> tuple[list[str], list[dict]]:
@@ -115,6 +138,10 @@ class CSVLogger(pl_loggers.CSVLogger):
         self.save()
         return {"csv_rows": self._experiment.rows_saved}
 
+    def start_at(self, step: int) -> None:
+        if self._experiment is not None:
+            self._experiment.settle(step)
+
     @property
     @rank_zero_experiment
     def experiment(self) -> _ExperimentWriter:
@@ -127,11 +154,32 @@ class CSVLogger(pl_loggers.CSVLogger):
 class TensorBoardLogger(pl_loggers.TensorBoardLogger):
     """Lightning's TensorBoardLogger that a resume continues in its folder, from the resumed step on."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._held: list | None = None  # resuming: the hyperparameters, until the first step is known
+
     def resume(self, state: dict) -> None:
         if self._experiment is not None:
             raise RuntimeError("resume() goes before anything is logged")
         if state.get("step") is not None:
-            self._kwargs["purge_step"] = int(state["step"])
+            self._kwargs["purge_step"] = int(state["step"])  # if nothing more precise comes (start_at)
+            self._held = []
+
+    def log_hyperparams(self, params, metrics=None, step=None) -> None:
+        if self._held is not None and self._experiment is None:
+            self._held.append((params, metrics, step))  # written with the writer that knows its purge step
+            return
+        super().log_hyperparams(params, metrics, step)
+
+    def start_at(self, step: int) -> None:
+        """The resumed run's first step: the writer hides every event of an earlier process from it on."""
+        if self._held is None:
+            return
+        if self._experiment is None:
+            self._kwargs["purge_step"] = step
+        held, self._held = self._held, None
+        for params, metrics, at in held:
+            super().log_hyperparams(params, metrics, at)
 
     def tracker_state(self) -> dict:
         if self._experiment is not None:
@@ -160,6 +208,17 @@ class TrackerState(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._trainer = trainer
+        self._started = False
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx) -> None:
+        # The first batch of this process: Lightning has settled where a resumed run goes on (its epoch loop
+        # adjusts the step counter only now), and nothing has been logged yet.
+        if not self._started:
+            self._started = True
+            step = trainer.fit_loop.epoch_loop._batches_that_stepped
+            for logger in trainer.loggers:
+                if hasattr(logger, "start_at"):
+                    logger.start_at(step)
 
     def state_dict(self) -> dict[str, Any]:
         trainer = getattr(self, "_trainer", None)

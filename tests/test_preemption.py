@@ -317,6 +317,21 @@ def test_a_resumed_csv_keeps_the_rows_saved_by_the_checkpoint_and_every_column(t
     assert logger.tracker_state() == {"csv_rows": 5}
 
 
+def test_a_row_logged_after_a_batch_end_checkpoint_is_kept_when_its_batch_is_not_trained_again(tmp_path):
+    from lm_music.loggers import CSVLogger
+
+    (tmp_path / "csv").mkdir()
+    # ModelCheckpoint saved at the end of batch 2 (step 1), before the row of that batch was logged.
+    (tmp_path / "csv" / "metrics.csv").write_text("step,train/loss\n0,3.0\n1,2.5\n2,2.2\n")
+    logger = CSVLogger(tmp_path, name="csv", version="", flush_logs_every_n_steps=1)
+    logger.resume({"step": 1, "csv_rows": 1})
+    logger.experiment  # noqa: B018  (created before fit, as the hyperparameters are logged)
+    logger.start_at(2)  # the resumed run's first batch logs step 2
+    logger.log_metrics({"train/loss": 2.1}, step=2)
+    logger.finalize("success")
+    assert (tmp_path / "csv" / "metrics.csv").read_text() == "step,train/loss\n0,3.0\n1,2.5\n2,2.1\n"
+
+
 def test_a_fresh_csv_in_a_used_folder_starts_a_new_file(tmp_path):
     from lm_music.loggers import CSVLogger
 

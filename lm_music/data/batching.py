@@ -197,8 +197,11 @@ class SequenceDataModule(pl.LightningDataModule):
         }
         if stage == "train" and trainer is not None:
             progress = trainer.fit_loop.epoch_loop.batch_progress
+            # `processed`, not `completed`: a checkpoint written in on_train_batch_end (ModelCheckpoint's
+            # every_n_train_steps) has the batch processed but not yet completed; Lightning counts it as done
+            # only later, in the epoch loop's reset, after the loader is restored (it would train it twice).
             return ResumableDataLoader(
-                dataset, batches_done=lambda: progress.current.completed, **loader_args
+                dataset, batches_done=lambda: progress.current.processed, **loader_args
             )
         return RandomStateNeutralDataLoader(dataset, **loader_args)
 
