@@ -159,7 +159,7 @@ def jsb_run(tmp_path_factory) -> Path:
             "experiment=jsb_chorales",
             f"data.path={POLYPHONIC / 'JSB_Chorales.mat'}",
             *TINY_MUSIC,
-            "trainer.max_epochs=4",
+            "trainer.max_epochs=2",  # test/nll 11.1 (10.9 after 4 epochs): the tests ask < 20
         ],
     )
     return out

@@ -11,10 +11,13 @@ from tests.browser import CHROMEDRIVER, CHROMIUM, ROOT, chromium, fetch, serve_a
 from tests.conftest import MIDI_DIR, sample_run
 
 SCREENSHOT = ROOT / "tests" / "screenshots" / "app.png"  # the README points here
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; .ci/run does)",
-)
+pytestmark = [
+    pytest.mark.slow,  # a browser and the app's server: `pytest -m slow`
+    pytest.mark.skipif(
+        not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+        reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; .ci/run does)",
+    ),
+]
 
 
 @pytest.fixture(scope="module")

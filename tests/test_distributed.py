@@ -16,6 +16,7 @@ JSB = [
 ]
 
 
+@pytest.mark.slow
 def test_two_process_training_splits_batches_and_pools_metrics_across_ranks(tmp_path):
     """trainer=ddp_sim: two CPU processes (gloo). JSB's 229 training pieces make 15 batches of 16: each
     rank runs 8 of them per epoch. The validation NLL the two ranks pooled at the end of the epoch equals

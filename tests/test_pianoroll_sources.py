@@ -109,18 +109,21 @@ def test_bad_benchmark_files_are_user_errors(tmp_path):
         read_benchmark(tmp_path / "missing.mat")
 
 
+@pytest.mark.slow
 def test_nottingham_midi_folder_as_benchmark():
     splits = read_benchmark(MIDI / "nottingham_jukedeck", frames_per_beat=2)
     assert [len(splits[split]) for split in SPLITS] == [136, 32, 32]
     assert_rolls(splits)
 
 
+@pytest.mark.slow
 def test_piano_midi_de_folder_reads_every_file_including_upper_case_suffix():
     splits, skipped = read_midi_folder(MIDI / "piano_midi_de", frames_per_beat=2)
     assert [len(splits[split]) for split in SPLITS] == [207, 44, 44]  # three of them end in .MID
     assert skipped == []
 
 
+@pytest.mark.slow
 def test_odd_but_valid_all_load():
     splits, skipped = read_midi_folder(MIDI / "odd_but_valid", seed=0)
     assert_rolls(splits)

@@ -267,6 +267,7 @@ def test_each_music_experiment_trains(tmp_path, overrides):
     assert metrics["global_step"] == 3 and math.isfinite(metrics["val/nll"])
 
 
+@pytest.mark.slow
 def test_default_train_command_trains_on_bach_chorales(tmp_path, chorale_cache):
     """`python train.py` with no experiment= argument trains experiment=bach_chorales: music21's chorales, built
     once and cached."""
@@ -297,6 +298,7 @@ def test_missing_benchmark_without_urls_says_where_to_get_it(tmp_path):
     assert "not found" in result.stderr and "data.path" in result.stderr
 
 
+@pytest.mark.slow
 def test_resuming_with_ckpt_path_last_reaches_the_uninterrupted_weights(tmp_path):
     common = [
         "experiment=jsb_chorales",

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from lm_music.checkpoints import load_checkpoint
@@ -31,6 +32,7 @@ def _last_logged_step(metrics_csv: Path) -> int:
     return max((int(row["step"]) for row in rows if row.get("step", "").isdigit()), default=-1)
 
 
+@pytest.mark.slow
 def test_sigterm_mid_epoch_saves_a_checkpoint_that_resumes_to_the_same_weights(tmp_path):
     """A real training process is killed with SIGTERM (as SLURM pre-emption does) in its second epoch,
     resumed with ckpt_path=last, and ends with the weights of a run that was never interrupted."""

@@ -2,6 +2,7 @@ import csv
 import pickle
 
 import optuna
+import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -70,6 +71,7 @@ def test_joblib_launcher_runs_jobs_in_parallel_on_a_share_of_the_cores_each(tmp_
         assert f"threads: {max(1, cores // 2)} (auto: 2 processes of this run share {cores} cores" in log
 
 
+@pytest.mark.slow
 def test_optuna_search_resumes_its_study_and_prints_the_best(tmp_path):
     args = [
         "train.py",
@@ -106,6 +108,7 @@ def test_unknown_group_option_lists_the_valid_ones():
     assert "experiment/jsb" in result.stderr and "jsb_chorales" in result.stderr
 
 
+@pytest.mark.slow
 def test_ddp_sweep_runs_each_job_once_with_its_own_parameters(tmp_path):
     """strategy=ddp inside a multirun would re-launch the sweep in the child rank; it runs as ddp_spawn."""
     result = run_script(
