@@ -200,8 +200,11 @@ class SequenceDataModule(pl.LightningDataModule):
             # `processed`, not `completed`: a checkpoint written in on_train_batch_end (ModelCheckpoint's
             # every_n_train_steps) has the batch processed but not yet completed; Lightning counts it as done
             # only later, in the epoch loop's reset, after the loader is restored (it would train it twice).
+            # If that batch was the epoch's last, the epoch is over and the next one skips nothing.
             return ResumableDataLoader(
-                dataset, batches_done=lambda: progress.current.processed, **loader_args
+                dataset,
+                batches_done=lambda: 0 if progress.is_last_batch else progress.current.processed,
+                **loader_args,
             )
         return RandomStateNeutralDataLoader(dataset, **loader_args)
 
