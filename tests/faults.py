@@ -29,3 +29,25 @@ class PauseAt(pl.Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if self.at == "val" and not trainer.sanity_checking:
             self._pause(trainer)
+
+
+class PauseInSave(pl.Callback):
+    """Inside a checkpoint save: when Lightning builds `last.ckpt` after a new best checkpoint has just been
+    written (the best on disk is newer than last.ckpt), write `marker` and wait for the SIGKILL the test sends.
+    The kill then leaves a best that the last.ckpt on disk does not know (the old best may be gone already):
+    what piled up `-v1` checkpoints before."""
+
+    def __init__(self, marker: str, timeout: float = 120.0) -> None:
+        self.marker, self.timeout = Path(marker), timeout
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        callback = trainer.checkpoint_callback
+        best, last = Path(callback.best_model_path or "-"), Path(callback.dirpath or "-") / "last.ckpt"
+        if self.marker.exists() or not (best.is_file() and last.is_file()):
+            return
+        if not callback.last_model_path.endswith("last.ckpt") or best.stat().st_mtime <= last.stat().st_mtime:
+            return
+        self.marker.write_text(best.name)
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
