@@ -217,7 +217,7 @@ def train(cfg: DictConfig) -> float | None:
     for source, given in ((checkpoint, ckpt_path), (initial, cfg.get("init_from"))):
         if source is not None and source["lm_music_task"] != task:
             raise UserError(
-                f"{given} is a {source['lm_music_task']} model, but this experiment trains a {task} model: "
+                f"{given} is a {source['lm_music_task']} checkpoint, but this experiment trains a {task} model: "
                 "pick the matching experiment="
             )
     datamodule = build(cfg.data)
