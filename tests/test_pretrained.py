@@ -9,7 +9,7 @@ import scipy.io.wavfile
 
 from lm_music.cards import card_command
 from lm_music.checkpoints import PRETRAINED_DIR, pretrained_names
-from tests.conftest import POLYPHONIC, ROOT, run_script, sample_run, train_run
+from tests.conftest import POLYPHONIC, ROOT, run_script, train_run
 
 
 def test_sample_py_with_no_arguments_writes_a_chorale(tmp_path):
