@@ -6,7 +6,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-import lm_music.resume  # noqa: F401  (the ${lm_music.run_name:} resolver of conf/hydra/default.yaml)
+import lm_music.slurm  # noqa: F401  (the ${lm_music.run_name:} resolver of conf/hydra/default.yaml)
 from lm_music.errors import UserError
 from lm_music.threads import start_looking
 

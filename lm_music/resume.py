@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning_fabric.utilities.cloud_io import _is_local_file_protocol
-from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from lm_music.io import atomic_path
+from lm_music.slurm import requeued
 
 log = logging.getLogger(__name__)
 
@@ -131,33 +131,7 @@ def _moved(state: dict[str, Any], old: Path, new: Path) -> dict[str, Any]:
     return state
 
 
-# --- SLURM -------------------------------------------------------------------------------------------------
-
-
-def slurm_job() -> str | None:
-    """This SLURM job's id (`ARRAYJOB_TASK` for an array task), or None outside a SLURM batch job."""
-    environ = os.environ
-    if environ.get("SLURM_ARRAY_JOB_ID") and environ.get("SLURM_ARRAY_TASK_ID"):
-        return f"{environ['SLURM_ARRAY_JOB_ID']}_{environ['SLURM_ARRAY_TASK_ID']}"
-    return environ.get("SLURM_JOB_ID") or None
-
-
-def run_name(timestamp: str) -> str:
-    """A run (or sweep) folder's name: `slurm-JOBID` inside a SLURM job, which a requeued job finds again,
-    else the timestamp (`DATE_TIME`). The Hydra resolver `${lm_music.run_name:${now:...}}`."""
-    job = slurm_job()
-    return f"slurm-{job}" if job else timestamp
-
-
-def requeued() -> bool:
-    """SLURM started this job again (a requeue after pre-emption, a time limit or `scontrol requeue`)."""
-    try:
-        return slurm_job() is not None and int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
-    except ValueError:
-        return False
-
-
-OmegaConf.register_new_resolver("lm_music.run_name", run_name, replace=True)
+# --- SLURM (the run folder's name: lm_music/slurm.py) ----------------------------------------------------
 
 
 def auto_resume_path(output_dir: str | Path) -> Path | None:

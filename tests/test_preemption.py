@@ -447,7 +447,8 @@ def test_epoch_lines_continue_an_epoch_a_resume_starts_in_the_middle():
 
 
 def test_under_slurm_the_run_folder_is_the_job_and_a_requeued_job_resumes(tmp_path, monkeypatch):
-    from lm_music.resume import auto_resume_path, run_name
+    from lm_music.resume import auto_resume_path
+    from lm_music.slurm import run_name
 
     for name in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT"):
         monkeypatch.delenv(name, raising=False)
