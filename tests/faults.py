@@ -1,5 +1,7 @@
 """Helpers of the fault tests (tests/test_preemption.py) that run inside the training process they stop."""
 
+import csv
+import io
 import time
 from pathlib import Path
 
@@ -51,3 +53,12 @@ class PauseInSave(pl.Callback):
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             time.sleep(0.01)
+
+
+def last_logged_step(metrics_csv: Path) -> int:
+    """The highest step in a run's metrics.csv (-1 before it exists): what the tests watch to time a signal."""
+    try:
+        rows = list(csv.DictReader(io.StringIO(metrics_csv.read_text())))
+    except FileNotFoundError:
+        return -1
+    return max((int(row["step"]) for row in rows if row.get("step", "").isdigit()), default=-1)

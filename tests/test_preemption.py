@@ -19,6 +19,7 @@ import torch
 
 from lm_music.checkpoints import load_checkpoint
 from tests.conftest import POLYPHONIC, ROOT, TINY_MUSIC, train_run
+from tests.faults import last_logged_step
 
 # 8 batches an epoch, 4 epochs; samples logged every epoch, a CSV row and a TensorBoard point every step.
 EPOCH = 8
@@ -154,14 +155,6 @@ def test_three_sigterms_and_resumes_reach_the_uninterrupted_run(tmp_path, uninte
         assert len({r.name.rsplit("-", 1)[1] for r in runs}) == 1
 
 
-def _last_logged_step(metrics_csv: Path) -> int:
-    try:
-        rows = list(csv.DictReader(io.StringIO(metrics_csv.read_text())))
-    except FileNotFoundError:
-        return -1
-    return max((int(row["step"]) for row in rows if row.get("step", "").isdigit()), default=-1)
-
-
 KILLS = 12
 IN_SAVE = (3, 7)  # these kills land inside a save: a new best written, last.ckpt not yet (tests/faults.py)
 
@@ -192,7 +185,7 @@ def test_sigkill_at_random_moments_then_resume_each_time(tmp_path):
         resumed_at = load_checkpoint(last)["global_step"] if kill else 0
         # Past the rows a killed process wrote after its checkpoint, which the file keeps until the resumed
         # run's first batch: the kill comes after this process's own progress.
-        target = min(max(resumed_at, _last_logged_step(metrics_csv)) + rng.randint(1, 3), 8 * EPOCH - 2)
+        target = min(max(resumed_at, last_logged_step(metrics_csv)) + rng.randint(1, 3), 8 * EPOCH - 2)
         out = tmp_path / f"out{kill}"
         resume = ["ckpt_path=last"] if kill else []
         if kill in IN_SAVE:
@@ -216,7 +209,7 @@ def test_sigkill_at_random_moments_then_resume_each_time(tmp_path):
             lambda target=target, out=out, kill=kill: (
                 last.is_file()
                 and (not kill or "Restored all states" in out.read_text())  # Lightning's: the resume is done
-                and _last_logged_step(metrics_csv) >= target
+                and last_logged_step(metrics_csv) >= target
             ),
             out,
             f"step {target} (resumed at {resumed_at})",
@@ -267,7 +260,7 @@ def test_a_killed_sweep_run_again_keeps_the_finished_jobs_and_the_summary(tmp_pa
         process,
         lambda: (
             (second / "checkpoints" / "last.ckpt").is_file()
-            and _last_logged_step(second / "csv" / "metrics.csv") >= EPOCH + 2
+            and last_logged_step(second / "csv" / "metrics.csv") >= EPOCH + 2
         ),
         out,
         "job 1's second epoch",

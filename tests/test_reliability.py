@@ -1,18 +1,16 @@
-import csv
-import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
 from lm_music.checkpoints import load_checkpoint
 from tests.conftest import POLYPHONIC, ROOT, TINY_MUSIC, train_run
+from tests.faults import last_logged_step
 
 JSB = [
     "experiment=jsb_chorales",
@@ -22,14 +20,6 @@ JSB = [
     "test=false",
     "seed=3",
 ]
-
-
-def _last_logged_step(metrics_csv: Path) -> int:
-    try:
-        rows = list(csv.DictReader(io.StringIO(metrics_csv.read_text())))
-    except FileNotFoundError:
-        return -1
-    return max((int(row["step"]) for row in rows if row.get("step", "").isdigit()), default=-1)
 
 
 @pytest.mark.slow
@@ -51,7 +41,7 @@ def test_sigterm_mid_epoch_saves_a_checkpoint_that_resumes_to_the_same_weights(t
         text=True,
     )
     deadline = time.time() + 300
-    while _last_logged_step(run_dir / "csv" / "metrics.csv") < 125 and time.time() < deadline:
+    while last_logged_step(run_dir / "csv" / "metrics.csv") < 125 and time.time() < deadline:
         assert process.poll() is None, process.stderr.read()[-2000:]
         time.sleep(0.02)
     process.send_signal(signal.SIGTERM)
