@@ -51,7 +51,7 @@ NOT_RUN = {
 
 # The lines run by default (a few seconds each); every other line's run is marked slow (a training run
 # starts a process that imports torch and Lightning, ~10 s on 2 shared cores; music21's chorales are built
-# once, in minutes; the page imports Gradio): `pytest -m slow tests/test_readme.py` runs them.
+# once, in minutes; the page imports Gradio): `pytest -m slow -n 0 tests/test_readme.py` runs them.
 CHEAP = {
     "python sample.py",
     "python sample.py pretrained=list",
