@@ -50,6 +50,9 @@ def test_artist_filters():
     counts = songs["artist"].value_counts()
     many = filter_artists(songs, None, 60)
     assert set(many["artist"]) == set(counts[counts >= 60].index)
+    pooled = filter_artists(songs, None, 60, others="Others")  # the long tail kept under one name
+    assert len(pooled) == len(songs) and set(pooled["artist"]) == set(many["artist"]) | {"Others"}
+    assert (pooled["artist"] == "Others").sum() == len(songs) - len(many)
     with pytest.raises(UserError, match="'Abba'.*ABBA"):
         filter_artists(songs, ["Abba"], 0)
     with pytest.raises(UserError, match="no songs left"):

@@ -83,8 +83,14 @@ def read_lyrics_csv(
     return songs
 
 
-def filter_artists(songs: pd.DataFrame, artists: Sequence[str] | None, min_songs: int) -> pd.DataFrame:
-    """Keep the listed artists, then those with at least `min_songs` songs, as the original notebooks did."""
+def filter_artists(
+    songs: pd.DataFrame, artists: Sequence[str] | None, min_songs: int, others: str | None = None
+) -> pd.DataFrame:
+    """Keep the listed artists, then those with at least `min_songs` songs, as the original notebooks did.
+
+    With `others`, the songs of artists below `min_songs` stay, credited to that one pooled name: a small
+    corpus with a long tail of authors (598 for 1,505 public-domain songs) keeps all of its text.
+    """
     if artists:
         known = set(songs["artist"])
         unknown = [a for a in artists if a not in known]
@@ -97,7 +103,8 @@ def filter_artists(songs: pd.DataFrame, artists: Sequence[str] | None, min_songs
         songs = songs[songs["artist"].isin(list(artists))]
     if min_songs > 1:
         counts = songs["artist"].value_counts()
-        songs = songs[songs["artist"].isin(counts[counts >= min_songs].index)]
+        kept = songs["artist"].isin(counts[counts >= min_songs].index)
+        songs = songs.assign(artist=songs["artist"].where(kept, others)) if others else songs[kept]
     if len(songs) == 0:
         raise UserError(
             f"no songs left after filtering (data.artists={list(artists) if artists else None}, "
@@ -135,6 +142,7 @@ class LyricsDataModule(SequenceDataModule):
         artist_column: str | None = "artist",
         artists: list[str] | None = None,
         min_songs: int = 0,
+        others: str | None = None,
         max_len: int | None = 1000,
         batch_size: int = 50,
         val_fraction: float = 0.05,
@@ -150,6 +158,7 @@ class LyricsDataModule(SequenceDataModule):
         self.artist_column = artist_column
         self.artists_filter = list(artists) if artists else None
         self.min_songs = min_songs
+        self.others = others
         self.max_len = max_len
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
@@ -165,7 +174,7 @@ class LyricsDataModule(SequenceDataModule):
         if self.datasets:
             return
         songs = read_lyrics_csv(self.path, self.text_column, self.artist_column)
-        songs = filter_artists(songs, self.artists_filter, self.min_songs)
+        songs = filter_artists(songs, self.artists_filter, self.min_songs, self.others)
         if self.vocab is not None and self.artists:
             unknown = ~songs["artist"].isin(self.artists)
             if unknown.any():

@@ -273,7 +273,7 @@ class LyricsKind:
         data = data_settings(self.model.checkpoint, dict(args.get("data") or {}), " (the lyrics CSV)")
         columns = data.get("text_column", "text"), data.get("artist_column", "artist")
         songs = read_lyrics_csv(data["path"], *columns)
-        songs = filter_artists(songs, data.get("artists"), int(data.get("min_songs", 0)))
+        songs = filter_artists(songs, data.get("artists"), int(data.get("min_songs", 0)), data.get("others"))
         known = self.model.sampler.artists
         if known and songs["artist"].isin(known).any():
             songs = songs[songs["artist"].isin(known)].reset_index(drop=True)
