@@ -106,6 +106,62 @@ class SampleLogger(pl.Callback):
             log_samples(logger, items, step)
 
 
+class SampleQuality(pl.Callback):
+    """Every `every_n_epochs` validation epochs (0: never), draw `num_samples` samples and log how they compare
+    with the validation split (`lm_music.evaluation`: the mean overlapping area over the task's features, and
+    its most telling features) to every tracker, so sample quality shows beside the loss curve."""
+
+    def __init__(
+        self,
+        every_n_epochs: int = 0,
+        num_samples: int = 16,
+        length: int = 256,
+        temperature: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        self.every_n_epochs = every_n_epochs
+        self.num_samples = num_samples
+        self.length = length
+        self.temperature = temperature
+        self.seed = seed
+        self._judge = None  # the kind and the validation split's features, made at the first judgement
+
+    @rank_zero_only
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if (
+            not self.every_n_epochs
+            or trainer.sanity_checking
+            or trainer.state.fn != "fit"  # not the validate/test that follow training
+            or (trainer.current_epoch + 1) % self.every_n_epochs
+        ):
+            return
+        metrics = self.judge(pl_module, trainer.datamodule)
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped  # beside this validation's metrics
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step)
+
+    def judge(self, module: pl.LightningModule, datamodule) -> dict[str, float]:
+        """`samples/oa_mean` and `samples/FEATURE` of freshly drawn samples against the validation split."""
+        from lm_music.evaluation.compare import compare_sets, mean_oa
+        from lm_music.evaluation.kinds import KINDS
+
+        if self._judge is None:
+            kind = KINDS[module.task](module)
+            kind.training = datamodule.pieces("train")  # lyrics: what the memorisation index is built over
+            reference = datamodule.pieces("val")
+            self._judge = kind, reference
+        kind, reference = self._judge
+        generator = torch.Generator(device=module.device).manual_seed(self.seed)
+        samples = kind.draw_in_training(module, self.num_samples, self.length, self.temperature, generator)
+        longest = max(len(s) for s in samples)
+        features = kind.features_of({"samples": samples, "reference": [r[:longest] for r in reference]})
+        metrics = {"samples/oa_mean": mean_oa(compare_sets(features["samples"], features["reference"]))}
+        for name, reduce in kind.telling.items():
+            values = features["samples"][name]
+            metrics[f"samples/{name}"] = float(np.nanmax(values) if reduce == "max" else np.nanmean(values))
+        return metrics
+
+
 class SaveOnInterrupt(pl.Callback):
     """Ctrl-C or SIGTERM (SLURM pre-emption sends it) during training: finish the batch, save `last.ckpt`,
     exit. `hydra.run.dir=RUN_DIR ckpt_path=last` then continues exactly where the run stopped. A second

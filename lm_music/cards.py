@@ -112,6 +112,53 @@ def summary(task_name: str, hyper: dict, parameters: int, dataset: str | None, m
     return line + (f": {', '.join(shown)}" if shown else "")
 
 
+def _figure(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def samples_section(judged: dict | None, where: str) -> list[str]:
+    """The card's "Samples": how the model's samples compare with the test split (`lm_music.evaluate`)."""
+    lines = ["## Samples", ""]
+    if not judged:
+        return [*lines, "Not judged (export with score=true to judge the exported weights' samples).", ""]
+    command = (
+        f"python -m lm_music.evaluate {where} num_samples={judged['num_samples']} length={judged['length']} "
+        f"seed={judged['seed']}" + (f" data.path={judged['data']}" if judged.get("data") else "")
+    )
+    mean = judged["mean_oa"]
+    lines += [
+        f"{judged['num_samples']} samples of {judged['length']} at temperature {judged['temperature']} "
+        f"against {judged['reference']}: `{command}`. OA is the overlapping area of the samples' and the "
+        "reference's distributions of a feature (Yang & Lerch 2018); the ceiling is real data against real "
+        "data, the floor independent draws from the training set's unigram frequencies.",
+        "",
+        f"Mean OA over features: **{_figure(mean['model'])}** (ceiling {_figure(mean['ceiling'])}, floor "
+        f"{_figure(mean['floor'])})"
+        + (
+            f": {judged['position']:.0%} of the way from the floor to the ceiling."
+            if judged.get("position") is not None
+            else "."
+        ),
+        "",
+        "| feature | samples: mean | samples: max | reference: mean | OA | ceiling OA | floor OA |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, f in judged["features"].items():
+        values = (f["samples"], f["samples_max"], f["reference"], f["oa"], f["ceiling_oa"], f["floor_oa"])
+        lines.append(f"| {name} | " + " | ".join(_figure(v) for v in values) + " |")
+    lines += ["", "; ".join(f"`{k}`: {v}" for k, v in judged["descriptions"].items()) + ".", ""]
+    if judged.get("artists"):
+        artists = judged["artists"]
+        lines += [
+            f"Each sample's artist as the model's own likelihood picks it matches the one asked for in "
+            f"{artists['match_rate']:.0%} of the samples (chance {artists['chance']:.0%}).",
+            "",
+        ]
+    return lines
+
+
 def model_card(config: dict, facts: dict, dataset: dict, name: str, shipped: bool = False) -> str:
     """README.md in the Hub layout: YAML front matter (license, tags, datasets, metrics), then the card."""
     metrics = config.get("metrics") or {}
@@ -174,8 +221,8 @@ def model_card(config: dict, facts: dict, dataset: dict, name: str, shipped: boo
             "Not measured (export with score=true to re-score the exported weights on the test split)."
         )
     where = f"pretrained={name}" if shipped else f"ckpt_path=PATH/TO/{name}"
+    lines += ["", *samples_section(config.get("samples"), where)]
     lines += [
-        "",
         "## Use",
         "",
         "```bash",

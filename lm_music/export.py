@@ -7,9 +7,11 @@ so reading a folder runs no code from it.
 """
 
 import json
+import math
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -27,9 +29,15 @@ from lm_music.checkpoints import (
     sampler_from_checkpoint,
 )
 from lm_music.errors import UserError
+from lm_music.evaluation.kinds import run_data_settings
 from lm_music.io import atomic_path, write_text_atomic
+from lm_music.tasks import TASKS
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# The card's sample judgement: python -m lm_music.evaluate with these, at sample.py's default temperature.
+CARD_SAMPLES = {"num_samples": 64, "seed": 0}
+# Data settings that say where the data is on this machine, or how to load it fast: not the model's facts.
+MACHINE_DATA_KEYS = {"_target_", "path", "cache_dir", "num_workers"}
 
 
 def export(
@@ -40,7 +48,8 @@ def export(
     name: str | None = None,
 ) -> list[Path]:
     """Write `ckpt_path`'s network as an exported folder; with `score`, re-score the written weights on the
-    test split of the run's data (its .hydra/config.yaml) and put those figures in the card."""
+    test split of the run's data (its .hydra/config.yaml) and judge their samples against it
+    (`lm_music.evaluate`), and put those figures in the card."""
     from safetensors.torch import save  # only exporting needs it
 
     if dtype not in DTYPES:
@@ -63,6 +72,9 @@ def export(
         "commit": (facts.get("metrics") or {}).get("commit"),
         "training_command": facts.get("command"),
     }
+    data = run_data_settings({"path": str(ckpt_path)})
+    if data:  # the split and filters, so that evaluating the folder takes its data.path alone
+        config["data"] = {k: v for k, v in data.items() if k not in MACHINE_DATA_KEYS}
     run_metrics = {k: v for k, v in (facts.get("metrics") or {}).items() if k.startswith("test/")}
     if run_metrics:
         config["metrics"] = {**run_metrics, "measured_on": "the float32 checkpoint, by its training run"}
@@ -72,6 +84,7 @@ def export(
         tmp.write_bytes(save(weights, metadata={"format": "pt"}))
     if score:
         config["metrics"] = {**_score(out_dir, config, facts), "measured_on": f"these {dtype} weights"}
+        config["samples"] = _judge_samples(out_dir, data)
     config["summary"] = summary(
         config["task"],
         config["hyper_parameters"],
@@ -110,6 +123,47 @@ def _score(folder: Path, config: dict, facts: dict) -> dict:
     finally:
         shutil.rmtree(scoring, ignore_errors=True)
     return {k: v for k, v in metrics.items() if k.startswith("test/")}
+
+
+def _judge_samples(folder: Path, data: dict) -> dict:
+    """`python -m lm_music.evaluate` on the exported weights against the test split: the card's "Samples"."""
+    from lm_music.evaluate import evaluate, options, sample_options
+    from lm_music.evaluation.report import clean
+
+    task = TASKS[json.loads((folder / CONFIG).read_text())["task"]]
+    settings = {**CARD_SAMPLES, "length": task.card_length, "temperature": sample_options()["temperature"]}
+    with tempfile.TemporaryDirectory() as out:
+        args = [f"ckpt_path={folder.resolve()}", *(f"{k}={v}" for k, v in settings.items()), f"out_dir={out}"]
+        if data.get("path"):
+            args.append(f"data.path={data['path']}")
+        result = evaluate(options([*args, "audio=false"]))
+    samples = result["features"]["samples"]
+    comparisons = result["comparisons"]
+    features = {
+        name: {
+            "samples": c["mean_samples"],
+            "samples_max": max((v for v in samples[name] if math.isfinite(v)), default=math.nan),
+            "reference": c["mean_reference"],
+            "oa": c["oa"],
+            "ceiling_oa": comparisons.get("ceiling", {}).get(name, {}).get("oa", math.nan),
+            "floor_oa": comparisons["floor"][name]["oa"],
+        }
+        for name, c in comparisons["model"].items()
+    }
+    shown = f"PATH/{Path(str(data['path'])).name}" if data.get("path") else None
+    reference = result["sets"]["reference"]
+    judged = {
+        **settings,
+        "data": shown,
+        "reference": reference.replace(str(data["path"]), shown) if shown else reference,
+        "mean_oa": result["summary"]["mean_oa"],
+        "position": result["summary"]["position"],
+        "features": features,
+        "descriptions": result["descriptions"],
+    }
+    if "artists" in result:
+        judged["artists"] = {k: result["artists"][k] for k in ("match_rate", "chance")}
+    return clean(judged)
 
 
 def main(argv: list[str]) -> None:

@@ -398,3 +398,36 @@ def test_a_runs_data_settings_come_from_its_hydra_folder(tmp_path):
         data_settings(checkpoint, {})
     assert data_settings(checkpoint, {"path": str(JSB)})["path"] == str(JSB)  # data.path= where it moved
     assert run_data_settings({"path": str(JSB)}) == {}  # no run folder around it
+
+
+def test_in_training_the_sample_judgement_goes_to_the_trackers_and_ranks_models(tmp_path):
+    """callbacks.sample_quality: every validation of a fit (not the validation after it) logs samples/oa_mean
+    and the telling features once; on JSB's validation split the shipped model's samples score a higher mean
+    OA than those of a model trained for one epoch."""
+    import csv
+
+    from hydra.utils import instantiate
+
+    from lm_music.callbacks import SampleQuality
+    from lm_music.checkpoints import load_checkpoint, module_from_checkpoint
+    from tests.conftest import TINY_MUSIC, compose_train, train_run
+
+    overrides = ["experiment=jsb_chorales", f"data.path={JSB}", *TINY_MUSIC, "logger=csv"]
+    quality = ["callbacks.sample_quality.every_n_epochs=1", "callbacks.sample_quality.num_samples=8"]
+    train_run(tmp_path / "run", [*overrides, *quality, "trainer.max_epochs=2"])
+    rows = list(csv.DictReader((tmp_path / "run" / "csv" / "metrics.csv").open()))
+    judged = [r for r in rows if r.get("samples/oa_mean")]
+    validated = [r for r in rows if r.get("val/loss")]
+    assert [r["step"] for r in judged] == [r["step"] for r in validated][:2]  # each epoch's, not the final
+    for row in judged:
+        assert 0 <= float(row["samples/oa_mean"]) <= 1
+        assert {"samples/polyphony", "samples/in_scale_rate"} <= {k for k, v in row.items() if v}
+
+    datamodule = instantiate(compose_train(tmp_path / "x", overrides).data)
+    datamodule.setup("fit")
+    judge = SampleQuality(num_samples=16, length=128).judge
+    short = judge(
+        module_from_checkpoint(load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")), datamodule
+    )
+    shipped = judge(module_from_checkpoint(load_checkpoint("pretrained:jsb_chorales")).eval(), datamodule)
+    assert shipped["samples/oa_mean"] > short["samples/oa_mean"] + 0.2, (shipped, short)

@@ -8,7 +8,8 @@ from lm_music.errors import UserError
 from lm_music.export import export
 from tests.conftest import POLYPHONIC, TINY_MUSIC, run_script, sample_run, train_run
 
-JSB = ["experiment=jsb_chorales", f"data.path={POLYPHONIC / 'JSB_Chorales.mat'}", *TINY_MUSIC]
+JSB_FILE = POLYPHONIC / "JSB_Chorales.mat"
+JSB = ["experiment=jsb_chorales", f"data.path={JSB_FILE}", *TINY_MUSIC]
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +73,35 @@ def test_bad_exported_folders_and_names_are_one_line(exported, tmp_path):
     with pytest.raises(UserError, match="already an exported model"):
         export(exported, tmp_path / "again")
     assert load_checkpoint(exported)["lm_music_task"] == "pianoroll"
+
+
+@pytest.mark.slow  # a training process, then a scoring one (~20 s)
+def test_score_true_puts_test_metrics_and_the_judged_samples_on_the_card(tmp_path):
+    """export score=true: the card's test metrics come from the exported weights, and its "Samples" section
+    is what `python -m lm_music.evaluate` gives with the command the card shows (the data split, not the
+    data's path, travels in config.json)."""
+    from lm_music.evaluate import evaluate, options
+
+    run = tmp_path / "run"  # a run folder as train.py writes it: score=true reads its .hydra/
+    trained = run_script("train.py", *JSB, "trainer.max_epochs=1", "logger=csv", f"hydra.run.dir={run}")
+    assert trained.returncode == 0, trained.stderr
+    folder = tmp_path / "scored"
+    export(run / "checkpoints" / "last.ckpt", folder, score=True)
+    config = json.loads((folder / "config.json").read_text())
+    assert "path" not in config["data"] and config["data"]["source"] == "benchmark"
+    judged, card = config["samples"], (folder / "README.md").read_text()
+    assert config["metrics"]["measured_on"] == "these float32 weights" and "test/nll" in config["metrics"]
+    command = f"num_samples=64 length=256 seed=0 data.path=PATH/{JSB_FILE.name}"
+    assert "## Samples" in card and command in card and f"**{judged['mean_oa']['model']:.3f}**" in card
+    again = evaluate(
+        options(
+            [
+                f"ckpt_path={folder}",
+                *command.replace("PATH", str(JSB_FILE.parent)).split(),
+                f"out_dir={tmp_path}",
+            ]
+        )
+    )
+    assert again["summary"]["mean_oa"]["model"] == pytest.approx(judged["mean_oa"]["model"], abs=1e-9)
+    assert judged["mean_oa"]["floor"] < judged["mean_oa"]["ceiling"]
+    assert set(judged["features"]) == set(again["comparisons"]["model"])

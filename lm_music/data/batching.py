@@ -173,6 +173,10 @@ class SequenceDataModule(pl.LightningDataModule):
         """What the model takes from the data (vocabulary and artists, or grid and opening frames)."""
         raise NotImplementedError
 
+    def pieces(self, stage: str) -> list:
+        """The real pieces of a split as the sample evaluator reads them (`lm_music.evaluation.kinds`)."""
+        return list(self.datasets[stage].sequences)
+
     def adopt(self, hparams: dict) -> None:
         """Read the data as the model with these hyperparameters saw it; a UserError where that is not
         possible."""

@@ -202,6 +202,10 @@ class LyricsDataModule(SequenceDataModule):
             *(len(self.datasets[s]) for s in ("train", "val", "test")),
         )
 
+    def pieces(self, stage: str) -> list[str]:
+        """The split's texts (its windows) as the sample evaluator reads them."""
+        return [self.vocab.decode(ids) for ids in self.datasets[stage].sequences]
+
     def model_kwargs(self) -> dict:
         """What the model takes from the data; saved in the checkpoint, so sampling needs nothing else."""
         return {"vocab": self.vocab.chars, "artists": list(self.artists)}

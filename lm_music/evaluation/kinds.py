@@ -41,10 +41,12 @@ class Sets:
 
 def run_data_settings(checkpoint: dict) -> dict:
     """The `data:` settings of the run folder around a `.ckpt` (its .hydra/config.yaml), relative paths taken
-    from where that run was launched; {} for exported and shipped models, or a .ckpt outside its run."""
+    from where that run was launched; an exported model's, without the path; {} for a .ckpt outside its run."""
+    if checkpoint.get("exported"):  # what export kept: the split and filters, not the data's path
+        return dict(checkpoint["exported"].get("data") or {})
     path = Path(checkpoint.get("path", ""))
     config = path.parent.parent / ".hydra" / "config.yaml"
-    if checkpoint.get("exported") or not path.is_file() or not config.is_file():
+    if not path.is_file() or not config.is_file():
         return {}
     cfg = OmegaConf.load(config)
     try:
@@ -95,6 +97,12 @@ class MusicKind:
     features = music.FEATURES
     descriptions = music.DESCRIPTIONS
     folder_files = "*.mid / *.midi"
+    telling = {
+        "polyphony": "mean",
+        "in_scale_rate": "mean",
+        "pitch_range": "mean",
+        "mean_note_length": "mean",
+    }
 
     def __init__(self, model) -> None:
         self.model = model
@@ -103,6 +111,10 @@ class MusicKind:
 
     def drawn(self, samples) -> list[np.ndarray]:
         return list(samples.rolls)
+
+    def draw_in_training(self, module, num_samples: int, length: int, temperature: float, generator) -> list:
+        """Rolls drawn by a LightningModule during training (`callbacks.SampleQuality`)."""
+        return list(module.sample(num_samples, length, temperature, generator=generator).cpu().numpy())
 
     def _read_midis(self, files: list[Path], where: Path) -> list[np.ndarray]:
         from lm_music.midi import UnreadableMidi, midi_to_roll
@@ -245,6 +257,7 @@ class LyricsKind:
     features = lyrics.FEATURES
     descriptions = lyrics.DESCRIPTIONS
     folder_files = "samples.txt"
+    telling = {"longest_copy": "max", "distinct_2": "mean", "rhyme_rate": "mean", "repeated_lines": "mean"}
 
     def __init__(self, model) -> None:
         self.model = model
@@ -254,6 +267,13 @@ class LyricsKind:
     def drawn(self, samples) -> list[str]:
         self.artists = samples.artists
         return list(samples.texts)
+
+    def draw_in_training(self, module, num_samples: int, length: int, temperature: float, generator) -> list:
+        """Texts drawn by a LightningModule during training; a conditional model's cycle through its artists."""
+        artists = None
+        if module.conditional:
+            artists = [module.artists[i % len(module.artists)] for i in range(num_samples)]
+        return module.sample(num_samples, length, temperature, artists=artists, generator=generator)
 
     def read_folder(self, folder: Path) -> list[str]:
         path = folder / "samples.txt" if folder.is_dir() else folder

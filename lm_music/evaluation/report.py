@@ -48,14 +48,14 @@ def table(result: dict) -> str:
     return "\n".join([*rows, "", summary_line(result["summary"])])
 
 
-def _clean(value):
+def clean(value):
     """JSON-safe: NaN and infinities as null, numpy values as Python ones."""
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: clean(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
+        return [clean(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _clean(value.tolist())
+        return clean(value.tolist())
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -64,7 +64,7 @@ def _clean(value):
 
 
 def write_json(path: Path, result: dict) -> None:
-    write_text_atomic(path, json.dumps(_clean(result), indent=1) + "\n")
+    write_text_atomic(path, json.dumps(clean(result), indent=1) + "\n")
 
 
 def _curve(values: np.ndarray, grid: np.ndarray) -> np.ndarray | None:
