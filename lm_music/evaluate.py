@@ -139,6 +139,13 @@ def main(argv: list[str]) -> None:
     for name, line in result["sets"].items():
         print(f"{name}: {line}")
     print(table(result))
+    if "reference_artists" in result:
+        known = result["reference_artists"]
+        print(
+            f"artists: of {known['songs']} reference songs, the model's likelihood names the true artist first "
+            f"in {known['top1']:.0%} (among its top 3 in {known['top3']:.0%}; chance {known['chance_top1']:.0%} "
+            f"and {known['chance_top3']:.0%}, always the most common artist {known['most_common_top1']:.0%})"
+        )
     if "artists" in result:
         artists = result["artists"]
         print(

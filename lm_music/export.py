@@ -163,6 +163,8 @@ def _judge_samples(folder: Path, data: dict) -> dict:
     }
     if "artists" in result:
         judged["artists"] = {k: result["artists"][k] for k in ("match_rate", "chance")}
+    if "reference_artists" in result:
+        judged["reference_artists"] = result["reference_artists"]
     return clean(judged)
 
 

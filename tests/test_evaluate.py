@@ -359,6 +359,9 @@ def test_command_on_a_conditional_lyrics_model(lyrics_run, tmp_path):
     result = json.loads((out / "evaluation.json").read_text())
     assert set(result["comparisons"]["model"]) == set(lyrics.FEATURES)
     assert len(result["artists"]["picked"]) == 4 and 0 <= result["artists"]["match_rate"] <= 1
+    known = result["reference_artists"]  # the test songs, each scored under every artist
+    assert known["songs"] == len(result["features"]["reference"]["distinct_1"])
+    assert known["chance_top1"] == 1 / known["artists"] and 0 <= known["top1"] <= known["top3"] <= 1
     assert (out / "evaluation.png").is_file()
 
 

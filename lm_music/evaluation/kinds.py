@@ -263,6 +263,7 @@ class LyricsKind:
         self.model = model
         self.artists: list[str] | None = None
         self.training: list[str] = []
+        self.reference_songs: list[tuple[str, str]] = []  # (text, artist) of the reference split
 
     def drawn(self, samples) -> list[str]:
         self.artists = samples.artists
@@ -299,13 +300,15 @@ class LyricsKind:
             songs = songs[songs["artist"].isin(known)].reset_index(drop=True)
         fractions = float(data.get("val_fraction", 0.05)), float(data.get("test_fraction", 0.05))
         split = split_indices(len(songs), *fractions, int(data.get("seed", 0)))
-        texts = songs["text"].tolist()
+        texts, authors = songs["text"].tolist(), songs["artist"].tolist()
         splits = {
             name: [texts[i] for i in split[key]] for name, key in zip(SPLIT_NAMES, ("train", "val", "test"))
         }
         name = str(args.get("reference", "test"))
         check_reference(len(splits[name]), f"the {name} split of {data['path']}")
         self.training = splits["train"]
+        reference = dict(zip(SPLIT_NAMES, ("train", "val", "test")))[name]
+        self.reference_songs = [(texts[i], authors[i]) for i in split[reference]]
         return {"splits": splits, "where": data["path"]}
 
     def sets(self, samples: list, loaded: dict, args) -> Sets:
@@ -340,10 +343,19 @@ class LyricsKind:
         return out
 
     def extras(self, named: dict[str, list]) -> dict:
+        """A conditional model's artist identification: of the reference songs (whole, their true artist
+        known), and of the samples (the artist asked for)."""
         sampler = self.model.sampler
-        if not getattr(sampler, "conditional", False) or not self.artists:
+        if not getattr(sampler, "conditional", False):
             return {}
-        return {"artists": lyrics.artist_identification(sampler, named["samples"], self.artists)}
+        out = {}
+        known = [(text, artist) for text, artist in self.reference_songs if artist in sampler.artists]
+        if known:
+            texts, artists = zip(*known)
+            out["reference_artists"] = lyrics.identification_accuracy(sampler, list(texts), list(artists))
+        if self.artists:
+            out["artists"] = lyrics.artist_identification(sampler, named["samples"], self.artists)
+        return out
 
 
 KINDS = {"pianoroll": MusicKind, "lyrics": LyricsKind}  # keyed on the task's name (lm_music.tasks.TASKS)

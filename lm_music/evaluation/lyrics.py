@@ -287,3 +287,21 @@ def artist_identification(sampler, texts: list[str], asked: list[str]) -> dict:
         "match_rate": float(np.mean([a == p for a, p in zip(asked, picked)])) if texts else float("nan"),
         "chance": 1 / len(sampler.artists),
     }
+
+
+def identification_accuracy(sampler, texts: list[str], true_artists: list[str]) -> dict:
+    """How often the artist under which a real song is most likely is its own (top 1), or among the three
+    likeliest (top 3), against chance and against always naming the most common artist of these songs."""
+    ranked = artist_scores(sampler, texts).argsort(1)
+    truth = np.array([sampler.artists.index(a) for a in true_artists])
+    n = len(sampler.artists)
+    most_common = max(true_artists.count(a) for a in set(true_artists))
+    return {
+        "songs": len(texts),
+        "artists": n,
+        "top1": float(np.mean(ranked[:, 0] == truth)),
+        "top3": float(np.mean((ranked[:, :3] == truth[:, None]).any(1))),
+        "chance_top1": 1 / n,
+        "chance_top3": min(3, n) / n,
+        "most_common_top1": most_common / len(texts),
+    }
