@@ -233,7 +233,7 @@ def model_card(config: dict, facts: dict, dataset: dict, name: str, shipped: boo
         where = metrics.get("measured_on", "")
         lines += [f"Measured on {where}." if where else "", ""]
         lines += ["| metric | value |", "|---|---|"]
-        lines += [f"| {short[k]} | {metrics[k]:.4f} |" for k in reported]
+        lines += [f"| {k} | {metrics[k]:.4f} |" for k in reported]
         if task.metrics_note:
             lines += ["", task.metrics_note]
     else:

@@ -1,4 +1,5 @@
 """`python -m lm_music.export ckpt_path=RUN/checkpoints/best.ckpt out_dir=DIR [dtype=float16] [score=true]`
+`python -m lm_music.export card=FOLDER [data.path=...]` (judge an exported folder's samples anew, rewrite its card)
 
 writes a model as a folder in the Hugging Face Hub layout (`model.safetensors`, `config.json`, a `README.md`
 model card) that `sample.py` and `train.py` read as they read a `.ckpt` (`lm_music.checkpoints`). The shipped
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from lm_music.cards import dataset_of, model_card, run_facts, summary
+from lm_music.cards import DATASETS, UNKNOWN_DATASET, dataset_of, model_card, run_facts, summary
 from lm_music.checkpoints import (
     CARD,
     CONFIG,
@@ -125,6 +126,28 @@ def _score(folder: Path, config: dict, facts: dict) -> dict:
     return {k: v for k, v in metrics.items() if k.startswith("test/")}
 
 
+def rejudge(folder: str | Path, data: dict) -> list[Path]:
+    """Judge an exported folder's samples anew and write its card again (a folder exported before cards had
+    a "Samples" section, or after the evaluator changed); `data`: where its data is (`path`, `source`)."""
+    folder = Path(folder)
+    checkpoint = load_checkpoint(folder)
+    if "exported" not in checkpoint:
+        raise UserError(f"{folder} is a .ckpt: export it with score=true, which judges its samples too")
+    config = dict(checkpoint["exported"])
+    settings = {**(config.get("data") or {}), **data}
+    if kept := {k: v for k, v in settings.items() if k not in MACHINE_DATA_KEYS}:
+        config["data"] = kept
+    write_text_atomic(folder / CONFIG, json.dumps(config, indent=2) + "\n")  # the evaluator reads its data
+    config["samples"] = _judge_samples(folder, settings)
+    write_text_atomic(folder / CONFIG, json.dumps(config, indent=2) + "\n")
+    dataset = next((d for d in DATASETS.values() if d["name"] == config.get("dataset")), None)
+    dataset = dataset or {**UNKNOWN_DATASET, "name": config.get("dataset") or "your data", "source": "-"}
+    facts = {"command": config["training_command"]} if config.get("training_command") else {}
+    shipped = folder.resolve().parent == PRETRAINED_DIR.resolve()
+    write_text_atomic(folder / CARD, model_card(config, facts, dataset, folder.name, shipped))
+    return [folder / CONFIG, folder / CARD]
+
+
 def _judge_samples(folder: Path, data: dict) -> dict:
     """`python -m lm_music.evaluate` on the exported weights against the test split: the card's "Samples"."""
     from lm_music.evaluate import evaluate, options, sample_options
@@ -170,21 +193,27 @@ def _judge_samples(folder: Path, data: dict) -> dict:
 
 def main(argv: list[str]) -> None:
     args = OmegaConf.from_dotlist(argv)
-    unknown = set(args) - {"ckpt_path", "out_dir", "dtype", "score", "name"}
-    if unknown or not args.get("ckpt_path") or not args.get("out_dir"):
-        sys.exit(
-            "usage: python -m lm_music.export ckpt_path=RUN/checkpoints/best.ckpt out_dir=DIR "
-            "[dtype=float32|float16|bfloat16] [score=false|true] [name=NAME]"
-            + (f" (unknown: {', '.join(sorted(unknown))})" if unknown else "")
-        )
+    usage = (
+        "usage: python -m lm_music.export ckpt_path=RUN/checkpoints/best.ckpt out_dir=DIR "
+        "[dtype=float32|float16|bfloat16] [score=false|true] [name=NAME], or "
+        "python -m lm_music.export card=EXPORTED_FOLDER [data.path=... data.source=...]"
+    )
+    known = {"card", "data"} if "card" in args else {"ckpt_path", "out_dir", "dtype", "score", "name"}
+    unknown = set(args) - known
+    if unknown or not (args.get("card") or (args.get("ckpt_path") and args.get("out_dir"))):
+        sys.exit(usage + (f" (unknown: {', '.join(sorted(unknown))})" if unknown else ""))
     try:
-        written = export(
-            args.ckpt_path,
-            args.out_dir,
-            args.get("dtype", "float32"),
-            bool(args.get("score", False)),
-            args.get("name"),
-        )
+        if "card" in args:
+            data = OmegaConf.to_container(args.get("data") or OmegaConf.create({}))
+            written = rejudge(args.card, data)
+        else:
+            written = export(
+                args.ckpt_path,
+                args.out_dir,
+                args.get("dtype", "float32"),
+                bool(args.get("score", False)),
+                args.get("name"),
+            )
     except UserError as err:
         sys.exit(f"error: {err}")
     print("wrote " + ", ".join(str(p) for p in written))

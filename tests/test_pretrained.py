@@ -71,3 +71,45 @@ def test_cards_give_the_command_a_user_types_without_paths_of_the_training_machi
             key, _, value = word.partition("=")
             assert not key.startswith(("paths.", "hydra.")), (name, word)
             assert key != "data.path" or value.startswith("PATH/"), (name, word)
+
+
+# Where each shipped model's data is (the card's data.path=PATH/NAME), by its file name.
+DATA_OF = {"JSB_Chorales.mat": POLYPHONIC, "Nottingham.mat": POLYPHONIC, "Piano_midi.mat": POLYPHONIC}
+
+
+def card_samples_args(name: str, out) -> tuple[list[str], dict]:
+    """The card's "Samples" command for shipped model `name`, its data placeholder mapped to the test data."""
+    judged = json.loads((PRETRAINED_DIR / name / "config.json").read_text())["samples"]
+    args = [
+        f"pretrained={name}",
+        *(f"{k}={judged[k]}" for k in ("num_samples", "length", "seed")),
+        f"out_dir={out}",
+    ]
+    if judged.get("data"):
+        file = judged["data"].removeprefix("PATH/")
+        args.append(f"data.path={DATA_OF[file] / file}")
+    return args, judged
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "jsb_chorales",
+        pytest.param("nottingham", marks=pytest.mark.slow),
+        pytest.param("piano_midi", marks=pytest.mark.slow),
+        pytest.param("bach_chorales", marks=pytest.mark.slow),  # music21's chorales are built first
+    ],
+)
+def test_each_cards_samples_section_is_what_its_command_gives(name, tmp_path):
+    from lm_music.evaluate import evaluate, options
+
+    args, judged = card_samples_args(name, tmp_path)
+    result = evaluate(options([*args, "threads=1"]))
+    for anchor in ("model", "ceiling", "floor"):
+        assert result["summary"]["mean_oa"][anchor] == pytest.approx(judged["mean_oa"][anchor], abs=1e-6)
+    for feature, figures in judged["features"].items():
+        assert result["comparisons"]["model"][feature]["mean_samples"] == pytest.approx(
+            figures["samples"], abs=1e-6
+        )
+    card = (PRETRAINED_DIR / name / "README.md").read_text()
+    assert f"**{judged['mean_oa']['model']:.3f}**" in card and "## Samples" in card
