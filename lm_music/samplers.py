@@ -1,7 +1,7 @@
 """Sampling a trained model without Lightning.
 
-A sampler is the network plus what drawing from it needs (vocabulary and artists, or the time grid and
-opening frames), built from a model's hyperparameters (`checkpoints.sampler_from_checkpoint` loads one).
+A sampler is the network plus what drawing from it needs (a codec: the character vocabulary and artists, or
+the MidiTok tokenizer; or the time grid and opening frames), built from a model's hyperparameters (`checkpoints.sampler_from_checkpoint` loads one).
 The Lightning modules build their network through one and sample through it, so `sample.py`, which loads
 only the sampler (and so starts without importing Lightning), draws exactly what a training run's tracker
 samples draw. Samplers know networks, not files.
@@ -13,6 +13,7 @@ import torch
 
 from lm_music.decoding import categorical_draw, generate
 from lm_music.errors import UserError
+from lm_music.events import EventCodec
 from lm_music.midi import LOWEST_PITCH, NUM_KEYS
 from lm_music.models.char_rnn import CharRNN
 from lm_music.models.pianoroll_rnn import PianoRollRNN
@@ -43,7 +44,45 @@ class Sampler:
         return next(self.net.parameters()).device
 
 
-class LyricsSampler(Sampler):
+TOKEN_ARCHS = {"rnn": CharRNN, "transformer": CharTransformer}  # the token models, whatever the tokens are
+
+
+class TokenSampler(Sampler):
+    """A next-token model (`arch`: rnn or transformer) over a codec's vocabulary: the one family behind lyrics
+    (characters <-> text) and event models (MidiTok tokens <-> MIDI). A subclass says how ids are made and
+    read (`codec`, with `pad`, `bos` and `eos` ids) and builds `net` with `token_network`."""
+
+    codec: CharVocab | EventCodec
+
+    def token_network(self, arch: str, num_labels: int = 0, **sizes) -> torch.nn.Module:
+        """The token model over this codec's vocabulary (`num_labels`: artists of a conditional model)."""
+        return network(TOKEN_ARCHS, arch, vocab_size=len(self.codec), num_artists=num_labels, **sizes)
+
+    def draw_ids(
+        self,
+        prime_ids: list[int],
+        num_samples: int,
+        length: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> list[list[int]]:
+        """`num_samples` id lists drawn as one batch after `prime_ids`, up to `length` each, cut before the
+        end id where the model ends the piece (the prime not included)."""
+        prime = torch.as_tensor(prime_ids, device=self.device).long()
+        ids = generate(
+            lambda x, state: self.net(x, labels, state),
+            prime[None].expand(num_samples, -1),
+            length,
+            categorical_draw(temperature, top_k, top_p, generator),
+        )
+        rows = ids.tolist()
+        return [row[: row.index(self.codec.EOS)] if self.codec.EOS in row else row for row in rows]
+
+
+class LyricsSampler(TokenSampler):
     """A character model (`arch`: rnn or transformer) with its vocabulary and artists: text in, text out."""
 
     def __init__(
@@ -55,20 +94,14 @@ class LyricsSampler(Sampler):
         **sizes,
     ) -> None:
         """`sizes`: the arguments of `CharRNN` or `CharTransformer` other than the vocabulary and artists."""
-        self.vocab = CharVocab(vocab)
+        self.vocab = self.codec = CharVocab(vocab)
         self.artists = list(artists or [])
         if conditional and not self.artists:
             raise UserError(
                 "a conditional lyrics model needs artists: set data.artist_column to the CSV's artist column"
             )
         self.conditional = conditional
-        self.net = network(
-            {"rnn": CharRNN, "transformer": CharTransformer},
-            arch,
-            vocab_size=len(self.vocab),
-            num_artists=len(self.artists) if conditional else 0,
-            **sizes,
-        )
+        self.net = self.token_network(arch, len(self.artists) if conditional else 0, **sizes)
 
     def artist_ids(self, artists: list[str]) -> list[int]:
         """Indices of artist names; an unknown name is a UserError that lists the known ones."""
@@ -101,19 +134,35 @@ class LyricsSampler(Sampler):
         labels = None
         if artists is not None:
             labels = torch.tensor(self.artist_ids(artists), device=self.device)
-        prime_ids = torch.as_tensor(self.vocab.encode(prime, bos=True), device=self.device).long()
-        ids = generate(
-            lambda x, state: self.net(x, labels, state),
-            prime_ids[None].expand(num_samples, -1),
-            length,
-            categorical_draw(temperature, top_k, top_p, generator),
-        )
-        texts = []
-        for row in ids.tolist():
-            if CharVocab.EOS in row:
-                row = row[: row.index(CharVocab.EOS)]
-            texts.append(prime + self.vocab.decode(row))
-        return texts
+        prime_ids = self.vocab.encode(prime, bos=True).tolist()
+        rows = self.draw_ids(prime_ids, num_samples, length, temperature, top_k, top_p, generator, labels)
+        return [prime + self.vocab.decode(row) for row in rows]
+
+
+class EventSampler(TokenSampler):
+    """An event-token model (`arch`: rnn or transformer) with its MidiTok tokenizer: MIDI in, MIDI out."""
+
+    def __init__(self, tokenizer: dict, arch: str = "rnn", **sizes) -> None:
+        """`tokenizer`: the tokenizer's full parameters (`events.tokenizer_params`); `sizes`: the arguments of
+        `CharRNN` or `CharTransformer` other than the vocabulary."""
+        self.codec = EventCodec(tokenizer)
+        self.net = self.token_network(arch, **sizes)
+
+    def sample(
+        self,
+        num_samples: int,
+        length: int,
+        temperature: float = 1.0,
+        prime_ids: list[int] | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> list[list[int]]:
+        """`num_samples` id lists drawn as one batch: the prime's ids (the start id when none), then up to
+        `length` drawn ids (fewer where the model ends the piece). Decode them with `codec.decode`."""
+        prime = list(prime_ids) if prime_ids is not None else [self.codec.BOS]
+        rows = self.draw_ids(prime, num_samples, length, temperature, top_k, top_p, generator)
+        return [prime + row for row in rows]
 
 
 class PianoRollSampler(Sampler):

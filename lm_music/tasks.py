@@ -15,10 +15,10 @@ import numpy as np
 import pretty_midi
 import torch
 
-from lm_music import midi
+from lm_music import events, midi
 from lm_music.errors import UserError
 from lm_music.io import atomic_path, write_text_atomic
-from lm_music.samplers import LyricsSampler, PianoRollSampler, Sampler
+from lm_music.samplers import EventSampler, LyricsSampler, PianoRollSampler, Sampler
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,103 @@ def write_music(samples: RollSamples, out_dir: Path) -> list[Path]:
     return written
 
 
+@dataclass
+class EventSamples:
+    """Drawn event tokens: each sample's ids (the prime's first), decoded to a symusic Score, its velocity
+    roll (for the picture), and how many drawn tokens broke the grammar and were dropped in decoding."""
+
+    ids: list[list[int]]
+    scores: list
+    rolls: list[np.ndarray]
+    dropped: list[int]
+    primed: int = 0
+    audio: list[np.ndarray] = field(default_factory=list)
+    sample_rate: int = 22050
+    audio_backend: str = ""
+
+    def __str__(self) -> str:
+        notes = ", ".join(str(score.note_num()) for score in self.scores)
+        primed = f" ({self.primed} of prime_midi)" if self.primed else ""
+        audio = f"; audio rendered with {self.audio_backend}" if self.audio else ""
+        return (
+            f"{len(self.ids)} samples of {max(len(i) for i in self.ids)} tokens at most{primed}, notes {notes}; "
+            f"{sum(self.dropped)} ungrammatical tokens dropped{audio}"
+        )
+
+
+def prime_score(path: str | None, tracks: str):
+    """`prime_midi` read as the model's data was (tracks merged or kept), or one line why it cannot be."""
+    if not Path(path).is_file():
+        raise UserError(f"prime_midi not found: {path}")
+    score = events.read_score(path, tracks)
+    if events.note_count(score) == 0:
+        raise UserError(f"{path} has no notes to continue: give another prime_midi")
+    return score
+
+
+def draw_events(sampler: EventSampler, options, generator: torch.Generator) -> EventSamples:
+    """`options`: conf/sample.yaml's keys (prime_midi, prime_tokens, top_k, top_p, audio, ...)."""
+    codec = sampler.codec
+    prime = None
+    if options.get("prime_midi"):
+        tracks = "programs" if codec.params["config"].get("use_programs") else "merge"
+        prime = codec.encode(prime_score(options.prime_midi, tracks), eos=False)[: 1 + options.prime_tokens]
+    ids = sampler.sample(
+        options.num_samples,
+        options.length,
+        options.temperature,
+        prime_ids=None if prime is None else prime.tolist(),
+        top_k=options.get("top_k"),
+        top_p=options.get("top_p"),
+        generator=generator,
+    )
+    decoded = [codec.decode(row) for row in ids]
+    scores, dropped = [score for score, _ in decoded], [n for _, n in decoded]
+    log.info(
+        "decoding dropped %d of %d tokens that break %s's grammar",
+        sum(dropped),
+        sum(map(len, ids)),
+        codec.name,
+    )
+    samples = EventSamples(
+        ids,
+        scores,
+        [events.velocity_roll(score) for score in scores],
+        dropped,
+        0 if prime is None else len(prime) - 1,
+        sample_rate=options.sample_rate,
+    )
+    if options.get("audio"):
+        for score in scores:
+            audio, samples.audio_backend = midi.render_audio(
+                events.score_to_pretty_midi(score), options.sample_rate
+            )
+            samples.audio.append(audio)
+    return samples
+
+
+def write_events(samples: EventSamples, out_dir: Path) -> list[Path]:
+    """`sample_NNN.mid` (velocities, timing, pedal and tempo as the tokenizer keeps them), its velocity-shaded
+    roll `.png` and, when rendered, its `.wav`, sample by sample."""
+    written = []
+    for i, (score, roll) in enumerate(zip(samples.scores, samples.rolls)):
+        path = out_dir / f"sample_{i:03d}.mid"
+        with atomic_path(path) as tmp:
+            score.dump_midi(str(tmp))
+        midi.save_roll_png(
+            roll, path.with_suffix(".png"), title=f"sample {i} (16th-note frames, shade: velocity)"
+        )
+        written += [path, path.with_suffix(".png")]
+        if samples.audio:
+            midi.write_wav(path.with_suffix(".wav"), samples.audio[i], samples.sample_rate)
+            written.append(path.with_suffix(".wav"))
+    return written
+
+
+def describe_events(hyper: dict) -> str:
+    return f"MIDI event tokens ({events.EventCodec(hyper['tokenizer']).describe()}), {_architecture(hyper)}"
+
+
 def describe_lyrics(hyper: dict) -> str:
     line = f"lyrics, {_architecture(hyper)}"
     if hyper.get("conditional"):
@@ -201,6 +298,24 @@ TASKS: dict[str, Task] = {
             "1..T, frame 1 predicted from the learned start (Boulanger-Lewandowski et al. 2012, Krishnan et "
             "al. 2017).",
             page_controls=("prime_midi",),
+        ),
+        Task(
+            name="events",
+            sampler=EventSampler,
+            module="lm_music.modules.events:EventLM",
+            draw=draw_events,
+            write=write_events,
+            describe=describe_events,
+            unit="tokens",
+            max_page_length=4096,
+            card_length=1024,
+            card_tags=("symbolic-music", "music-generation", "midi", "miditok"),
+            hub_task="music-generation",
+            metrics=("test/nll_token", "test/bits_per_note", "test/nats_per_second"),
+            metrics_note="`nll_token`: nats per token of the test pieces (comparable only between models of the "
+            "same tokenizer); `bits_per_note`: their total NLL in bits over their number of notes, and "
+            "`nats_per_second`: over their seconds of music (both comparable across tokenizers).",
+            page_controls=("prime_midi", "top_k", "top_p"),
         ),
     )
 }

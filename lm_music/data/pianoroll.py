@@ -161,7 +161,7 @@ def _split_size(n: int, fraction: float) -> int:
     return max(1, round(n * fraction)) if fraction > 0 else 0
 
 
-def _seeded_split(
+def seeded_split(
     rolls: dict[str, np.ndarray], seed: int, valid_fraction: float, test_fraction: float
 ) -> Splits:
     """Split pieces (not frames) at random, reproducibly: the same seed and files give the same split."""
@@ -181,7 +181,7 @@ def _seeded_split(
     return {split: [rolls[names[i]] for i in sorted(chosen[split])] for split in SPLITS}
 
 
-def _midi_files(folder: Path) -> list[Path]:
+def midi_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in MIDI_SUFFIXES)
 
 
@@ -204,7 +204,7 @@ def read_midi_folder(
     if not path.is_dir():
         raise UserError(f"MIDI folder {path} does not exist or is not a folder")
     check_grid(frames_per_beat, fs)
-    files = _midi_files(path)
+    files = midi_files(path)
     subfolders = [split for split in SPLITS if (path / split).is_dir()]
     if subfolders:
         if not {"train", "valid"} <= set(subfolders):
@@ -253,7 +253,7 @@ def read_midi_folder(
     )
 
     if not subfolders:
-        return _seeded_split(rolls, seed, valid_fraction, test_fraction), skipped
+        return seeded_split(rolls, seed, valid_fraction, test_fraction), skipped
     splits = {
         split: [roll for name, roll in sorted(rolls.items()) if name.split("/")[0] == split]
         for split in SPLITS
@@ -306,7 +306,7 @@ def read_bach_chorales(
             rolls[path.name] = roll
         if i % 50 == 0 or i == len(paths):
             log.info("parsed %d/%d Bach chorales", i, len(paths))
-    return _seeded_split(rolls, seed, valid_fraction=0.1, test_fraction=0.1)
+    return seeded_split(rolls, seed, valid_fraction=0.1, test_fraction=0.1)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -362,7 +362,7 @@ def cached_splits(cache_dir: str | Path, key: dict, build: Callable[[], Splits])
     return splits
 
 
-def _fingerprint(path: Path) -> dict:
+def fingerprint(path: Path) -> dict:
     """What changes when the source changes: size and mtime of the file, or of every file under a folder."""
     if path.is_file():
         stat = path.stat()
@@ -426,7 +426,7 @@ def load_splits(
             if fs is not None:
                 raise UserError(f"{path} comes on its own beat grid; fs applies to MIDI sources: set fs=null")
             return read_benchmark(path)
-        key = {"source": source, **_fingerprint(path), **settings}
+        key = {"source": source, **fingerprint(path), **settings}
         return cached_splits(
             cache_dir, key, lambda: read_benchmark(path, frames_per_beat, fs, transpose_to_c)
         )
@@ -435,7 +435,7 @@ def load_splits(
         raise UserError(
             f"MIDI folder {path} does not exist or is not a folder: set data.path to a folder of .mid files"
         )
-    key = {"source": source, **_fingerprint(path), "seed": seed, **settings}
+    key = {"source": source, **fingerprint(path), "seed": seed, **settings}
     return cached_splits(
         cache_dir, key, lambda: read_midi_folder(path, frames_per_beat, fs, transpose_to_c, seed)[0]
     )

@@ -2,60 +2,31 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from lm_music.modules.base import SequenceLM
+from lm_music.modules.tokens import TokenLM
 from lm_music.samplers import LyricsSampler
-from lm_music.vocab import CharVocab
 
 
-class LyricsLM(SequenceLM):
-    """A character RNN of lyrics, optionally conditioned on the artist; the vocabulary and artist list are
+class LyricsLM(TokenLM):
+    """A character model of lyrics, optionally conditioned on the artist; the vocabulary and artist list are
     hyperparameters, so a checkpoint alone is enough to sample."""
 
     task = "lyrics"
     metric_names = ("loss", "bpc")
+    sampler_class = LyricsSampler
 
-    def __init__(
-        self,
-        optimizer: dict | None = None,
-        scheduler: dict | None = None,
-        gradient_clip_val: float | None = None,
-        **net: Any,
-    ) -> None:
-        """`net`: the arguments of `LyricsSampler` (vocabulary, artists, sizes), which builds the network."""
-        super().__init__(optimizer, scheduler, gradient_clip_val)
-        self.save_hyperparameters()
-        self.sampler = LyricsSampler(**net)
-        self.net, self.vocab, self.artists = self.sampler.net, self.sampler.vocab, self.sampler.artists
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """The arguments of `TokenLM`: training settings, and those of `LyricsSampler` (vocabulary, artists,
+        sizes)."""
+        super().__init__(*args, **kwargs)
+        self.vocab, self.artists = self.sampler.vocab, self.sampler.artists
         self.conditional = self.sampler.conditional
 
     def forward(self, ids: torch.Tensor, artists: torch.Tensor | None = None, state=None):
         return self.net(ids, artists if self.conditional else None, state)
 
-    def loss_terms(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        ids = batch["sequences"].long()
-        inputs, targets = ids[:, :-1], ids[:, 1:]
-        logits, _ = self(inputs, batch.get("labels"))
-        nll_sum = F.cross_entropy(
-            logits.flatten(0, 1).float(), targets.flatten(), ignore_index=CharVocab.PAD, reduction="sum"
-        )
-        count = (targets != CharVocab.PAD).sum()
-        return nll_sum, count, {"bpc": (nll_sum / math.log(2), count)}
-
-    @torch.no_grad()
-    def sequence_nll(
-        self, batch: dict, artists: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """NLL in nats of every sequence of a batch (B,) and its number of predicted characters (B,),
-        under `artists` (B,) instead of the batch's own labels when given (scoring a song as each artist)."""
-        ids = batch["sequences"].long()
-        inputs, targets = ids[:, :-1], ids[:, 1:]
-        logits, _ = self(inputs, artists if artists is not None else batch.get("labels"))
-        nll = F.cross_entropy(
-            logits.transpose(1, 2).float(), targets, ignore_index=CharVocab.PAD, reduction="none"
-        )
-        return nll.sum(1), (targets != CharVocab.PAD).sum(1)
+    def extra_terms(self, nll_sum: torch.Tensor, count: torch.Tensor) -> dict:
+        return {"bpc": (nll_sum / math.log(2), count)}
 
     def artist_nll(self, batch: dict) -> torch.Tensor:
         """NLL in nats of every sequence of a batch under every artist (B, artists): the artists under which

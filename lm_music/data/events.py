@@ -1,0 +1,312 @@
+"""Event-token data: any MIDI folder tokenized once by a MidiTok tokenizer, cached, batched as token ids.
+
+A folder with train/ and valid/ (and test/) subfolders is split by them, any other by a seeded split of its
+pieces. Each file is read by symusic (its pitched tracks merged onto one piano unless `tracks=programs`),
+tokenized with the start and end ids around it; files that cannot be read or have no notes are skipped with
+one warning naming each. With `bpe_vocab_size`, MidiTok trains BPE on the training pieces first. The ids,
+the tokenizer (its merges too) and each piece's notes and seconds are cached under a name hashed from the
+folder's files and the settings, so a second run reads no MIDI.
+"""
+
+import hashlib
+import json
+import logging
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lm_music.data.batching import SequenceDataModule, SequenceDataset
+from lm_music.data.lyrics import windows
+from lm_music.data.pianoroll import SPLITS, fingerprint, midi_files, seeded_split
+from lm_music.errors import UserError
+from lm_music.events import (
+    EventCodec,
+    load_tokenizer,
+    make_tokenizer,
+    note_count,
+    read_score,
+    seconds,
+    tokenizer_params,
+)
+from lm_music.io import atomic_path
+from lm_music.midi import UnreadableMidi
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1  # bump when the way tokens are made changes, so old cache files are not reused
+
+
+@dataclass
+class Piece:
+    """One tokenized file: its ids (start and end ids included), notes on the 88 keys, seconds of music."""
+
+    name: str
+    ids: np.ndarray
+    notes: int
+    seconds: float
+
+
+@dataclass
+class Tokenized:
+    """A folder's pieces by split (train, valid, test), the tokenizer that made them, the files skipped."""
+
+    splits: dict[str, list[Piece]]
+    tokenizer: dict
+    skipped: list[tuple[str, str]]
+
+
+def _read_folder(path: Path, tracks: str) -> tuple[dict[str, object], list[tuple[str, str]]]:
+    """Scores of the folder's MIDI files by relative name, and (file, reason) of each skipped one."""
+    files = midi_files(path)
+    scores, skipped = {}, []
+    for file in files:
+        try:
+            score = read_score(file, tracks)
+        except UnreadableMidi as error:
+            skipped.append((str(file), error.reason))
+            log.warning("skipping unreadable MIDI file %s (%s)", file, error.reason)
+            continue
+        if note_count(score) == 0:
+            skipped.append((str(file), "no notes on the 88 keys"))
+            log.warning("skipping MIDI file %s: no notes on the 88 keys", file)
+            continue
+        scores[file.relative_to(path).as_posix()] = score
+    if not scores:
+        first = f"; first: {skipped[0][0]} ({skipped[0][1]})" if skipped else ""
+        raise UserError(
+            f"no readable MIDI file with notes in {path}: found {len(files)} .mid/.midi files, "
+            f"skipped {len(skipped)}{first}"
+        )
+    return scores, skipped
+
+
+def _split_names(path: Path, names: list[str], seed: int, valid_fraction: float, test_fraction: float):
+    """The names of each split: by train/ valid/ test/ subfolders when there are, else seeded by piece."""
+    subfolders = [split for split in SPLITS if (path / split).is_dir()]
+    if not subfolders:
+        return seeded_split({n: n for n in names}, seed, valid_fraction, test_fraction)
+    if not {"train", "valid"} <= set(subfolders):
+        raise UserError(
+            f"{path} has {'/, '.join(subfolders)}/ but not both train/ and valid/: add the missing one, "
+            f"or move the files out of the split subfolders to get a seeded split"
+        )
+    splits = {split: [n for n in names if n.split("/")[0] == split] for split in SPLITS}
+    outside = len(names) - sum(len(v) for v in splits.values())
+    if outside:
+        log.warning("ignoring %d MIDI files outside train/ valid/ test/ in %s", outside, path)
+    for split in ("train", "valid"):
+        if not splits[split]:
+            raise UserError(f"{path / split} has no readable MIDI file with notes: it needs at least one")
+    return splits
+
+
+def _train_bpe(tokenizer, scores: list, vocab_size: int) -> None:
+    """MidiTok's BPE training on the training pieces as they are tokenized here (tracks merged or not)."""
+    if vocab_size <= len(tokenizer):
+        raise UserError(
+            f"data.bpe_vocab_size={vocab_size} must be larger than the base vocabulary ({len(tokenizer)} "
+            "tokens), or null for no BPE"
+        )
+    with tempfile.TemporaryDirectory() as folder:
+        files = []
+        for i, score in enumerate(scores):
+            files.append(Path(folder) / f"{i:05d}.mid")
+            score.dump_midi(str(files[-1]))
+        tokenizer.train(vocab_size=vocab_size, model="BPE", files_paths=files)
+
+
+def tokenize_folder(
+    path: Path, settings: dict, seed: int, valid_fraction: float, test_fraction: float, adopted: dict | None
+) -> Tokenized:
+    """Read, split and tokenize a folder (`settings`: those of `events.make_tokenizer`, and
+    `bpe_vocab_size`); with `adopted`, a checkpoint's tokenizer instead of a new one."""
+    scores, skipped = _read_folder(path, settings["tracks"])
+    names = _split_names(path, sorted(scores), seed, valid_fraction, test_fraction)
+    if adopted is not None:
+        tokenizer = load_tokenizer(adopted)
+    else:
+        tokenizer = make_tokenizer(**{k: v for k, v in settings.items() if k != "bpe_vocab_size"})
+        if settings.get("bpe_vocab_size"):
+            _train_bpe(tokenizer, [scores[n] for n in names["train"]], int(settings["bpe_vocab_size"]))
+    codec = EventCodec.of(tokenizer)
+    splits = {
+        split: [Piece(n, codec.encode(scores[n]), note_count(scores[n]), seconds(scores[n])) for n in chosen]
+        for split, chosen in names.items()
+    }
+    log.info(
+        "tokenized %d MIDI files of %s with %s: skipped %d",
+        sum(len(v) for v in splits.values()),
+        path,
+        codec.describe(),
+        len(skipped),
+    )
+    return Tokenized(splits, codec.params, skipped)
+
+
+def _save_cache(path: Path, data: Tokenized, key_text: str) -> None:
+    arrays = {
+        "key": np.array(key_text),
+        "tokenizer": np.array(json.dumps(data.tokenizer)),
+        "skipped": np.array(json.dumps(data.skipped)),
+    }
+    for split, pieces in data.splits.items():
+        arrays[f"{split}_ids"] = np.concatenate([p.ids for p in pieces]) if pieces else np.zeros(0, np.int32)
+        arrays[f"{split}_lengths"] = np.array([len(p.ids) for p in pieces], dtype=np.int64)
+        arrays[f"{split}_notes"] = np.array([p.notes for p in pieces], dtype=np.int64)
+        arrays[f"{split}_seconds"] = np.array([p.seconds for p in pieces], dtype=np.float64)
+        arrays[f"{split}_names"] = np.array([p.name for p in pieces], dtype=str)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+def _load_cache(path: Path) -> Tokenized:
+    splits = {}
+    with np.load(path, allow_pickle=False) as data:
+        for split in SPLITS:
+            lengths = data[f"{split}_lengths"]
+            ids = data[f"{split}_ids"]
+            if len(ids) != lengths.sum():
+                raise ValueError(f"{split} holds {len(ids)} ids but its lengths add up to {lengths.sum()}")
+            pieces = np.split(ids, np.cumsum(lengths)[:-1]) if len(lengths) else []
+            splits[split] = [
+                Piece(str(n), p, int(k), float(s))
+                for n, p, k, s in zip(
+                    data[f"{split}_names"], pieces, data[f"{split}_notes"], data[f"{split}_seconds"]
+                )
+            ]
+        tokenizer = json.loads(str(data["tokenizer"]))
+        skipped = [tuple(s) for s in json.loads(str(data["skipped"]))]
+    return Tokenized(splits, tokenizer, skipped)
+
+
+def cached_tokens(cache_dir: Path, key: dict, build) -> Tokenized:
+    """`build()`'s tokens, stored under a name hashed from `key` (written under a temporary name and
+    renamed, so an interrupted write is never read; a file that cannot be loaded is rebuilt). A cache hit
+    repeats the warning for each file that was skipped."""
+    key_text = json.dumps(key, sort_keys=True, default=str)
+    path = Path(cache_dir) / f"events-{hashlib.sha256(key_text.encode()).hexdigest()[:16]}.npz"
+    if path.exists():
+        try:
+            data = _load_cache(path)
+            for file, reason in data.skipped:
+                log.warning("skipping MIDI file %s (%s)", file, reason)
+            log.info("loaded tokens from cache %s", path)
+            return data
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            log.warning(
+                "cache file %s cannot be loaded (%s: %s): rebuilding it", path, type(error).__name__, error
+            )
+    data = build()
+    _save_cache(path, data, key_text)
+    log.info("cached tokens in %s", path)
+    return data
+
+
+class EventDataModule(SequenceDataModule):
+    """A MIDI folder as MidiTok token ids, tokenized once (cached), batched by length, padded and masked.
+
+    Training pieces are cut into windows of `max_len` predicted tokens; validation and test pieces are
+    scored whole (`eval_max_len: null`; the Transformer reads them through its sliding window), so their
+    metrics are those of whole pieces. `counts` holds each split's predicted tokens, notes and seconds, the
+    denominators of the module's bits per note and nats per second.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        tokenizer: str = "REMI",
+        num_velocities: int = 32,
+        beat_res: dict[str, int] | None = None,
+        use_sustain_pedals: bool = True,
+        use_tempos: bool = True,
+        tracks: str = "merge",
+        bpe_vocab_size: int | None = None,
+        max_len: int | None = 1024,
+        eval_max_len: int | None = None,
+        batch_size: int = 16,
+        seed: int = 0,
+        valid_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        num_workers: int = 0,
+        cache_dir: str = "data/cache",
+    ) -> None:
+        super().__init__(batch_size, seed, num_workers)
+        for name, value in (("max_len", max_len), ("eval_max_len", eval_max_len)):
+            if value is not None and value < 1:
+                raise UserError(f"data.{name} must be at least 1 (or null for whole pieces), got {value}")
+        self.settings = {
+            "tokenizer": tokenizer,
+            "num_velocities": num_velocities,
+            "beat_res": dict(beat_res or {"0_4": 8, "4_12": 4}),
+            "use_sustain_pedals": use_sustain_pedals,
+            "use_tempos": use_tempos,
+            "tracks": tracks,
+            "bpe_vocab_size": bpe_vocab_size,
+        }
+        make_tokenizer(**{k: v for k, v in self.settings.items() if k != "bpe_vocab_size"})  # one line, now
+        self.path = path
+        self.max_len, self.eval_max_len = max_len, eval_max_len
+        self.valid_fraction, self.test_fraction = valid_fraction, test_fraction
+        self.cache_dir = Path(cache_dir)
+        self.adopted: dict | None = None
+        self.codec: EventCodec | None = None
+        self.counts: dict[str, dict[str, float]] = {}
+        self.names: dict[str, list[str]] = {}
+
+    def adopt(self, hparams: dict) -> None:
+        """Tokenize with a checkpoint's tokenizer (its BPE merges too) instead of making one."""
+        if "tokenizer" not in hparams:
+            raise UserError("the checkpoint carries no MidiTok tokenizer: it is not an event-token model")
+        self.adopted = hparams["tokenizer"]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        path = Path(self.path).expanduser()
+        if not path.is_dir():
+            raise UserError(
+                f"MIDI folder {path} does not exist or is not a folder: set data.path to a folder of .mid files"
+            )
+        key = {
+            "source": "events",
+            **fingerprint(path),
+            **self.settings,
+            "seed": self.seed,
+            "fractions": [self.valid_fraction, self.test_fraction],
+            "adopted": hashlib.sha256(json.dumps(self.adopted, sort_keys=True).encode()).hexdigest()
+            if self.adopted
+            else None,
+            "version": CACHE_VERSION,
+        }
+        data = cached_tokens(
+            self.cache_dir,
+            key,
+            lambda: tokenize_folder(
+                path, self.settings, self.seed, self.valid_fraction, self.test_fraction, self.adopted
+            ),
+        )
+        self.codec = EventCodec(data.tokenizer)
+        for split, pieces in data.splits.items():
+            stage_name = {"valid": "val"}.get(split, split)
+            max_len = self.max_len if split == "train" else self.eval_max_len
+            self.datasets[stage_name] = SequenceDataset([w for p in pieces for w in windows(p.ids, max_len)])
+            self.names[stage_name] = [p.name for p in pieces]
+            self.counts[stage_name] = {
+                "tokens": float(sum(len(p.ids) - 1 for p in pieces)),
+                "notes": float(sum(p.notes for p in pieces)),
+                "seconds": float(sum(p.seconds for p in pieces)),
+            }
+        log.info(
+            "events: %s, vocabulary %d; pieces train/val/test %s, tokens %s",
+            self.codec.describe(),
+            len(self.codec),
+            "/".join(str(len(self.names[s])) for s in ("train", "val", "test")),
+            "/".join(str(int(self.counts[s]["tokens"])) for s in ("train", "val", "test")),
+        )
+
+    def model_kwargs(self) -> dict:
+        """The tokenizer's full parameters, saved in the checkpoint, so sampling needs nothing else."""
+        return {"tokenizer": tokenizer_params(self.codec.tokenizer)}

@@ -1,0 +1,221 @@
+"""The MIDI codec of event-token models: a MidiTok tokenizer between MIDI (symusic Scores) and token ids.
+
+As the character vocabulary is the codec of lyrics, this is the codec of MIDI: its full parameters (BPE
+merges included, `MusicTokenizer.to_dict`) are a plain dict that travels in the checkpoint, so sampling needs
+no data. MidiTok tokenizes, decodes, trains BPE and counts grammar errors; symusic reads and writes MIDI.
+This module knows nothing of Lightning or of datasets.
+"""
+
+import io
+import json
+import logging
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pretty_midi
+
+from lm_music.errors import UserError
+from lm_music.midi import HIGHEST_PITCH, LOWEST_PITCH, UnreadableMidi
+
+log = logging.getLogger(__name__)
+
+# MidiTok's tokenizers whose tokens form one sequence over one vocabulary (CPWord and Octuple stack several
+# vocabularies per step, which a next-token model over one vocabulary cannot predict).
+TOKENIZERS = ("REMI", "TSD", "MIDILike", "Structured")
+TRACKS = ("merge", "programs")  # every pitched track onto one piano, or each track's program kept as tokens
+SPECIAL = ("PAD_None", "BOS_None", "EOS_None")
+
+
+def make_tokenizer(
+    tokenizer: str = "REMI",
+    num_velocities: int = 32,
+    beat_res: dict[str, int] | None = None,
+    use_sustain_pedals: bool = True,
+    use_tempos: bool = True,
+    tracks: str = "merge",
+):
+    """A fresh MidiTok tokenizer from the config's settings (`data.tokenizer`, `data.num_velocities`, ...).
+
+    `beat_res` maps beat ranges as MidiTok writes them ("0_4": 8: 8 positions a beat for the first 4 beats
+    of a duration or time shift); an unknown tokenizer or track mode is one line listing the valid ones.
+    """
+    import miditok
+
+    if tokenizer not in TOKENIZERS:
+        raise UserError(f"data.tokenizer must be one of {', '.join(TOKENIZERS)}, got {tokenizer!r}")
+    if tracks not in TRACKS:
+        raise UserError(f"data.tracks must be one of {', '.join(TRACKS)}, got {tracks!r}")
+    if not 1 <= num_velocities <= 127:
+        raise UserError(f"data.num_velocities must be 1 to 127, got {num_velocities}")
+    resolution = {}
+    for span, positions in (beat_res or {"0_4": 8, "4_12": 4}).items():
+        try:
+            start, end = (int(b) for b in str(span).split("_"))
+        except ValueError:
+            raise UserError(f"data.beat_res keys are beat ranges like 0_4, got {span!r}") from None
+        resolution[(start, end)] = int(positions)
+    config = miditok.TokenizerConfig(
+        pitch_range=(LOWEST_PITCH, HIGHEST_PITCH + 1),
+        beat_res=resolution,
+        num_velocities=num_velocities,
+        special_tokens=list(SPECIAL),
+        use_sustain_pedals=use_sustain_pedals,
+        use_tempos=use_tempos,
+        use_programs=tracks == "programs",
+        use_pitchdrum_tokens=tracks == "programs",
+    )
+    return getattr(miditok, tokenizer)(config)
+
+
+def tokenizer_params(tokenizer) -> dict:
+    """The tokenizer's full parameters (BPE merges included) as plain JSON values, for a checkpoint."""
+    return json.loads(json.dumps(tokenizer.to_dict()))
+
+
+def load_tokenizer(params: dict):
+    """The tokenizer of `tokenizer_params` (MidiTok loads parameters from a file only)."""
+    import miditok
+
+    name = params.get("tokenization")
+    if name not in TOKENIZERS:
+        raise UserError(f"the model's tokenizer {name!r} is not one of {', '.join(TOKENIZERS)}")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "tokenizer.json"
+        path.write_text(json.dumps(params))
+        return getattr(miditok, name)(params=path)
+
+
+def read_score(path: str | Path, tracks: str = "merge"):
+    """A MIDI file as a symusic Score, its pitched tracks merged onto one piano (program 0, drums left out)
+    unless `tracks` is "programs"; an UnreadableMidi naming why when symusic cannot parse it."""
+    import symusic
+    from miditok.utils import merge_tracks
+
+    try:
+        score = symusic.Score(str(path))
+    except Exception as error:  # symusic raises RuntimeError with its parser's reason
+        raise UnreadableMidi(path, str(error).removesuffix(": iostream error")) from None
+    if tracks == "merge":
+        score.tracks = [t for t in score.tracks if not t.is_drum and t.note_num()]
+        if score.tracks:
+            merge_tracks(score)
+            score.tracks[0].program, score.tracks[0].name = 0, "Piano"
+    return score
+
+
+def note_count(score) -> int:
+    """Pitched notes on the 88 keys: what `bits per note` divides by, the same whatever the tokenizer."""
+    total = 0
+    for track in score.tracks:
+        if not track.is_drum and track.note_num():
+            pitches = track.notes.numpy()["pitch"]
+            total += int(((pitches >= LOWEST_PITCH) & (pitches <= HIGHEST_PITCH)).sum())
+    return total
+
+
+def seconds(score) -> float:
+    """Seconds of music, to the last note-off (tempo events after the music do not count)."""
+    timed = score.to("second")
+    ends = [
+        float((n["time"] + n["duration"]).max())
+        for n in (t.notes.numpy() for t in timed.tracks if t.note_num())
+    ]
+    return max(ends, default=0.0)
+
+
+def velocity_roll(score, frames_per_beat: int = 4) -> np.ndarray:
+    """(T, 88) float roll in [0, 1] of a Score on a grid of `frames_per_beat` (16ths by default): each key's
+    velocity / 127 while it sounds, so the picture's shading shows the dynamics (symusic's pianoroll)."""
+    grid = score.resample(tpq=frames_per_beat, min_dur=1)
+    roll = np.zeros((0, HIGHEST_PITCH + 1 - LOWEST_PITCH), dtype=np.float32)
+    for track in grid.tracks:
+        if track.is_drum or not track.note_num():
+            continue
+        keys = track.pianoroll(
+            modes=["frame"], pitch_range=[LOWEST_PITCH, HIGHEST_PITCH + 1], encode_velocity=True
+        )
+        frames = keys[0].T.astype(np.float32) / 127.0
+        if len(frames) > len(roll):
+            roll = np.pad(roll, ((0, len(frames) - len(roll)), (0, 0)))
+        roll[: len(frames)] = np.maximum(roll[: len(frames)], frames)
+    return roll
+
+
+def score_to_pretty_midi(score) -> pretty_midi.PrettyMIDI:
+    """The Score as pretty_midi reads it (for `midi.render_audio`), through MIDI bytes."""
+    return pretty_midi.PrettyMIDI(io.BytesIO(score.dumps_midi()))
+
+
+class EventCodec:
+    """MIDI <-> token ids through a MidiTok tokenizer: what `CharVocab` is to text."""
+
+    def __init__(self, params: dict) -> None:
+        self.params = params
+        self.tokenizer = load_tokenizer(params)
+        # named as CharVocab's, so the token models read both codecs alike
+        self.PAD, self.BOS, self.EOS = (self.tokenizer[name] for name in SPECIAL)
+        self.name = params["tokenization"]
+
+    @classmethod
+    def of(cls, tokenizer) -> "EventCodec":
+        return cls(tokenizer_params(tokenizer))
+
+    def __len__(self) -> int:
+        return len(self.tokenizer)
+
+    def encode(self, score, bos: bool = True, eos: bool = True) -> np.ndarray:
+        """Ids of a Score (BPE-encoded when the tokenizer is trained), with the start and end ids."""
+        sequences = self.tokenizer.encode(score)
+        if isinstance(sequences, list):  # one sequence per track: a merged score has one
+            sequences = sequences[0] if sequences else None
+        ids = list(sequences.ids) if sequences is not None else []
+        return np.array([self.BOS] * bos + ids + [self.EOS] * eos, dtype=np.int32)
+
+    def tokens(self, ids: Sequence[int]) -> list[str]:
+        """The base tokens (`Pitch_60`, `Velocity_63`, ...) of ids, BPE undone; special ids left out."""
+        from miditok import TokSequence
+
+        ids = [int(i) for i in ids if int(i) not in (self.PAD, self.BOS, self.EOS)]
+        sequence = TokSequence(ids=ids, are_ids_encoded=self.tokenizer.is_trained)
+        if self.tokenizer.is_trained:
+            self.tokenizer.decode_token_ids(sequence)
+        self.tokenizer.complete_sequence(sequence)
+        return [t for t in sequence.tokens if t.split("_")[0] not in ("PAD", "BOS", "EOS", "MASK")]
+
+    def grammatical(self, tokens: list[str]) -> list[str]:
+        """The tokens whose type may follow the type of the token kept before it (MidiTok's graph of token
+        types): what a model's ungrammatical draws are dropped to before decoding."""
+        graph = self.tokenizer.tokens_types_graph
+        kept, previous = [], None
+        for token in tokens:
+            kind = token.split("_")[0]
+            if previous is None or kind in graph.get(previous, ()):
+                kept.append(token)
+                previous = kind
+        return kept
+
+    def decode(self, ids: Sequence[int]):
+        """(Score, number of tokens dropped as ungrammatical) of drawn ids."""
+        from miditok import TokSequence
+
+        tokens = self.tokens(ids)
+        kept = self.grammatical(tokens)
+        sequence = TokSequence(tokens=kept)
+        self.tokenizer.complete_sequence(sequence)
+        return self.tokenizer.decode([sequence] if not self.tokenizer.one_token_stream else sequence), len(
+            tokens
+        ) - len(kept)
+
+    def error_rate(self, ids: Sequence[int]) -> float:
+        """MidiTok's token-grammar error rate of ids (errors of type, time and duplicated notes per token)."""
+        from miditok import TokSequence
+
+        tokens = self.tokens(ids)
+        return float(self.tokenizer.tokens_errors(TokSequence(tokens=tokens))) if tokens else 0.0
+
+    def describe(self) -> str:
+        config = self.params.get("config", {})
+        bpe = f", BPE {len(self)}" if self.tokenizer.is_trained else ""
+        return f"{self.name}{bpe}, {config.get('num_velocities')} velocities"
