@@ -21,6 +21,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lm_music.errors import UserError
 from lm_music.threads import ThreadPolicy
+from lm_music.tracking_mlflow import MLFlowLogger
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,14 @@ def log_samples(logger: Logger, items: list[dict], step: int) -> None:
         logger.experiment.log(
             {it["tag"]: media[it["kind"]](it) for it in items} | {"trainer/global_step": step}
         )
+    elif isinstance(logger, MLFlowLogger):
+        logger.log_samples(items, step)
 
 
 @rank_zero_only
 def log_final_metrics(logger: Logger, params: dict, metrics: dict) -> None:
-    """The run's config against its final metrics: TensorBoard's HParams tab, W&B's run summary."""
+    """The run's config against its final metrics: TensorBoard's HParams tab, W&B's run summary, MLflow's
+    metrics.json artifact."""
     if isinstance(logger, TensorBoardLogger):
         from torch.utils.tensorboard.summary import hparams
 
@@ -64,6 +68,8 @@ def log_final_metrics(logger: Logger, params: dict, metrics: dict) -> None:
         logger.experiment.flush()
     elif isinstance(logger, WandbLogger):
         logger.experiment.summary.update(metrics)
+    elif isinstance(logger, MLFlowLogger):
+        logger.log_results()  # the final metrics are the last points of their histories already
 
 
 def finish_trackers(loggers: list[Logger]) -> None:

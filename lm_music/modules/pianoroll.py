@@ -140,7 +140,13 @@ class PianoRollLM(SequenceLM):
             if i == 0:
                 pm = midi.roll_to_midi(roll, self.sampler.frames_per_beat, self.sampler.fs)
                 audio, _ = midi.render_audio(pm, sample_rate=16000)
-                items.append(
-                    {"kind": "audio", "tag": "samples/audio_0", "value": audio, "sample_rate": 16000}
+                items.append(  # with the MIDI it was rendered from, for the trackers that keep files (MLflow)
+                    {
+                        "kind": "audio",
+                        "tag": "samples/audio_0",
+                        "value": audio,
+                        "sample_rate": 16000,
+                        "midi": pm,
+                    }
                 )
         return items
