@@ -206,9 +206,7 @@ def write_events(samples: EventSamples, out_dir: Path) -> list[Path]:
         path = out_dir / f"sample_{i:03d}.mid"
         with atomic_path(path) as tmp:
             score.dump_midi(str(tmp))
-        midi.save_roll_png(
-            roll, path.with_suffix(".png"), title=f"sample {i} (16th-note frames, shade: velocity)"
-        )
+        midi.save_roll_png(roll, path.with_suffix(".png"), title=f"sample {i} (shade: velocity)")
         written += [path, path.with_suffix(".png")]
         if samples.audio:
             midi.write_wav(path.with_suffix(".wav"), samples.audio[i], samples.sample_rate)

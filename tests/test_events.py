@@ -1,0 +1,184 @@
+"""Event-token models of MIDI on real files: the tokenizer's round trip, training on POP909, sampling from the
+checkpoint alone (and from its exported folder), and bad input as one line."""
+
+import csv
+import json
+import logging
+import math
+import shutil
+
+import numpy as np
+import pytest
+import symusic
+
+from lm_music.data.events import EventDataModule
+from lm_music.errors import UserError
+from lm_music.events import EventCodec, make_tokenizer, read_score
+from lm_music.export import export
+from tests.conftest import MIDI_DIR, run_script, sample_run, train_run
+
+POP909 = MIDI_DIR / "pop909"
+TINY_EVENTS = [
+    "experiment=pop909_events",
+    "threads=1",
+    "model.optimizer.lr=0.01",
+    "data.max_len=128",
+    "data.batch_size=8",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "callbacks.sample_logger.length=32",
+    "callbacks.sample_logger.num_samples=1",
+    "logger=csv",
+]
+
+
+def note_table(score: symusic.Score) -> np.ndarray:
+    """(onset in beats, pitch, duration in beats, velocity) of every note."""
+    tpq = score.ticks_per_quarter
+    rows = [
+        (n.time / tpq, n.pitch, n.duration / tpq, n.velocity) for track in score.tracks for n in track.notes
+    ]
+    return np.array(rows)
+
+
+def test_a_pop909_song_survives_the_tokenizer_within_its_resolution():
+    score = read_score(POP909 / "test" / "011.mid")  # MELODY, BRIDGE and PIANO merged onto one piano
+    assert len(score.tracks) == 1
+    codec = EventCodec.of(make_tokenizer("REMI", num_velocities=32, beat_res={"0_4": 8, "4_12": 4}))
+    decoded, dropped = codec.decode(codec.encode(score))
+    assert dropped == 0 and codec.error_rate(codec.encode(score)) == 0
+    before, after = note_table(score), note_table(decoded)
+    assert len(before) == len(after) > 1000
+    # Compared key by key, in time: quantising keeps the order of one key's notes.
+    before, after = (table[np.lexsort((table[:, 0], table[:, 1]))] for table in (before, after))
+    assert np.abs(before[:, 0] - after[:, 0]).max() <= 1 / 16 + 1e-9
+    assert (before[:, 1] == after[:, 1]).all()
+    # Durations up to 4 beats at 8 positions a beat: MidiTok snaps onset and offset, so within one position.
+    short = before[:, 2] < 4
+    assert np.abs(before[short, 2] - after[short, 2]).max() <= 1 / 8 + 1e-9
+    assert np.abs(before[:, 3] - after[:, 3]).max() <= 128 / 32  # velocity within its bin
+    assert len(np.unique(after[:, 3])) > 10
+
+
+TINY_TRANSFORMER = ["model.d_model=32", "model.n_layer=1", "model.n_head=2", "model.context=64"]
+TINY_LSTM = ["model=event_rnn", "model.hidden_size=32", "model.embedding_dim=16", "model.num_layers=1"]
+
+
+def train_tiny(root, model: list[str]) -> tuple:
+    """A tiny model trained 40 steps on 4 / 3 / 3 POP909 songs; its data folder and token cache are removed
+    after, so what samples from it has nothing but the checkpoint. Returns the run, its metrics, the splits'
+    totals (tokens, notes, seconds) and the vocabulary size."""
+    data = root / "pop909"
+    for split, count in (("train", 4), ("valid", 3), ("test", 3)):
+        (data / split).mkdir(parents=True)
+        for file in sorted((POP909 / split).glob("*.mid"))[:count]:
+            shutil.copy(file, data / split)
+    overrides = [*TINY_EVENTS, *model, f"data.path={data}", f"paths.data_dir={root / 'cache'}"]
+    metrics = train_run(root / "run", [*overrides, "trainer.max_steps=40", "trainer.val_check_interval=10"])
+    module = EventDataModule(str(data), cache_dir=str(root / "cache" / "cache"), max_len=128)
+    module.setup()
+    shutil.rmtree(data)
+    shutil.rmtree(root / "cache")
+    return root / "run", metrics, module.counts, len(module.codec)
+
+
+@pytest.fixture(scope="module")
+def events_run(tmp_path_factory):
+    """The experiment's Transformer, tiny (validation pieces are read whole through its sliding window)."""
+    return train_tiny(tmp_path_factory.mktemp("events"), TINY_TRANSFORMER)
+
+
+@pytest.fixture(scope="module")
+def events_lstm_run(tmp_path_factory):
+    """The LSTM variant (model=event_rnn), tiny."""
+    return train_tiny(tmp_path_factory.mktemp("events_lstm"), TINY_LSTM)
+
+
+def test_a_few_steps_on_pop909_lower_the_validation_loss(events_run):
+    run, metrics, counts, vocab_size = events_run
+    with open(run / "csv" / "metrics.csv") as f:
+        losses = [float(row["val/loss"]) for row in csv.DictReader(f) if row["val/loss"]]
+    assert len(losses) >= 4 and losses[-1] < losses[0]  # four validations (10 steps apart), the loss falling
+    assert metrics["val/nll_token"] == pytest.approx(metrics["val/loss"])
+    assert metrics["val/loss"] < 0.9 * math.log(vocab_size)  # a uniform guess costs ln(V) nats a token
+    # The split's totals: bits per note and nats per second are its NLL over its notes and seconds.
+    val = counts["val"]
+    total_nats = metrics["val/loss"] * val["tokens"]
+    assert metrics["val/bits_per_note"] == pytest.approx(total_nats / math.log(2) / val["notes"], rel=1e-6)
+    assert metrics["val/nats_per_second"] == pytest.approx(total_nats / val["seconds"], rel=1e-6)
+    assert metrics["test/bits_per_note"] > 0
+
+
+def velocities(path) -> set[int]:
+    return {n.velocity for track in symusic.Score(str(path)).tracks for n in track.notes}
+
+
+def test_the_checkpoint_alone_samples_midi_with_dynamics_the_same_for_a_seed(events_lstm_run, tmp_path):
+    run = events_lstm_run[0]  # its data folder and token cache are gone: the tokenizer is in the checkpoint
+    args = [f"ckpt_path={run}/checkpoints/last.ckpt", "num_samples=2", "length=300", "seed=3", "audio=false"]
+    script = run_script("sample.py", *args, f"out_dir={tmp_path}/a")  # as a user runs it, once
+    assert script.returncode == 0, script.stderr
+    assert "ungrammatical tokens dropped" in script.stdout and "decoding dropped" in script.stdout
+    sample_run([*args, f"out_dir={tmp_path}/b"])
+    for name in ("sample_000.mid", "sample_001.mid", "sample_000.png"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert (
+        len(velocities(tmp_path / "a" / "sample_000.mid") | velocities(tmp_path / "a" / "sample_001.mid")) > 1
+    )
+
+    export(run / "checkpoints" / "last.ckpt", tmp_path / "x")
+    assert json.loads((tmp_path / "x" / "config.json").read_text())["hyper_parameters"]["tokenizer"]
+    sample_run([*args, f"ckpt_path={tmp_path}/x", f"out_dir={tmp_path}/c"])
+    assert (tmp_path / "c" / "sample_000.mid").read_bytes() == (
+        tmp_path / "a" / "sample_000.mid"
+    ).read_bytes()
+
+    prime = POP909 / "test" / "011.mid"
+    written = sample_run([*args, f"prime_midi={prime}", "prime_tokens=64", f"out_dir={tmp_path}/p"])
+    opening = [n.pitch for n in symusic.Score(str(written[0])).tracks[0].notes[:5]]
+    assert opening == [n.pitch for n in read_score(prime).tracks[0].notes[:5]]  # it continues the prime
+    not_midi = MIDI_DIR / "unreadable" / "test-not-a-midi-file.mid"
+    with pytest.raises(UserError, match=f"^cannot read MIDI file {not_midi} \\(MiniMidi: [^\n]*\\)$"):
+        sample_run([*args, f"prime_midi={not_midi}", f"out_dir={tmp_path}/q"])
+
+
+NOTE_LESS = [
+    MIDI_DIR / "odd_but_valid" / "note_seq" / "example_event_order.mid",
+    MIDI_DIR / "odd_but_valid" / "tonejs" / "beat.mid",
+]
+UNREADABLE = [f for f in sorted((MIDI_DIR / "unreadable").glob("*.mid")) if "sysex" not in f.name]  # symusic
+# reads the file whose running status a SysEx breaks (pretty_midi cannot): four are unreadable to both
+
+
+def test_unreadable_and_note_less_files_are_skipped_and_named(tmp_path, caplog):
+    for file in [*sorted((POP909 / "train").glob("*.mid"))[:5], *UNREADABLE, *NOTE_LESS]:
+        shutil.copy(file, tmp_path)
+    module = EventDataModule(
+        str(tmp_path), cache_dir=str(tmp_path / "cache"), valid_fraction=0.2, test_fraction=0.2
+    )
+    with caplog.at_level(logging.WARNING):
+        module.setup()
+    skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipping")]
+    assert len(skipped) == 6 and all(
+        any(f.name in line for line in skipped) for f in [*UNREADABLE, *NOTE_LESS]
+    )
+    assert sum("no notes" in line for line in skipped) == 2
+    assert [len(module.names[s]) for s in ("train", "val", "test")] == [3, 1, 1]
+
+
+def test_a_folder_with_no_readable_file_and_an_unknown_tokenizer_are_one_line(tmp_path):
+    for file in [*UNREADABLE, *NOTE_LESS]:
+        shutil.copy(file, tmp_path)
+    with pytest.raises(
+        UserError, match="no readable MIDI file with notes in .*: found 6 .mid/.midi files, skipped 6"
+    ):
+        EventDataModule(str(tmp_path), cache_dir=str(tmp_path / "cache")).setup()
+    with pytest.raises(
+        UserError, match="data.tokenizer must be one of REMI, TSD, MIDILike, Structured, got 'Nope'"
+    ):
+        EventDataModule(str(POP909), tokenizer="Nope")
+    result = run_script(
+        "train.py", "experiment=pop909_events", "data.tokenizer=Nope", f"hydra.run.dir={tmp_path}/run"
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "data.tokenizer must be one of REMI, TSD" in result.stderr.strip().splitlines()[-1]
