@@ -182,3 +182,19 @@ def test_a_folder_with_no_readable_file_and_an_unknown_tokenizer_are_one_line(tm
     )
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "data.tokenizer must be one of REMI, TSD" in result.stderr.strip().splitlines()[-1]
+
+
+def test_the_evaluator_judges_decoded_samples_with_the_expressive_features(events_lstm_run, tmp_path):
+    from lm_music.evaluate import evaluate, options
+
+    for file in sorted((POP909 / "valid").glob("*.mid"))[:4]:
+        shutil.copy(file, tmp_path)
+    args = [f"ckpt_path={events_lstm_run[0]}/checkpoints/last.ckpt", "num_samples=4", "length=64"]
+    result = evaluate(options([*args, f"reference_dir={tmp_path}", f"out_dir={tmp_path}/out"]))
+    assert result["task"] == "events" and (tmp_path / "out" / "evaluation.json").is_file()
+    features = result["features"]
+    for name in ("velocity_spread", "off_grid_onsets", "grammar_errors", "polyphony", "in_scale_rate"):
+        assert len(features["samples"][name]) == 4 and len(features["reference"][name]) == 4
+    assert features["reference"]["grammar_errors"] == [0.0] * 4  # real pieces are the tokenizer's own
+    assert min(features["reference"]["velocity_spread"]) > 5  # POP909 is played, not sequenced
+    assert max(features["floor"]["grammar_errors"]) > 0.1  # independent tokens break the grammar

@@ -16,6 +16,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from lm_music.errors import UserError
+from lm_music.evaluation import events as event_features
 from lm_music.evaluation import lyrics, music
 from lm_music.evaluation.compare import check_reference
 
@@ -359,3 +360,122 @@ class LyricsKind:
 
 
 KINDS = {"pianoroll": MusicKind, "lyrics": LyricsKind}  # keyed on the task's name (lm_music.tasks.TASKS)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Event tokens: pieces as token ids of the model's tokenizer, decoded to measure them
+
+
+class EventKind:
+    """Event-token models: samples and real pieces as ids of the model's MidiTok tokenizer (a reference cut to
+    the samples' number of tokens compares alike), the roll features on a 16th-note grid and the expressive
+    ones of `lm_music.evaluation.events` (velocity spread, off-grid onsets, grammar errors)."""
+
+    features = event_features.FEATURES
+    descriptions = event_features.DESCRIPTIONS
+    folder_files = "*.mid / *.midi"
+    telling = {
+        "velocity_spread": "mean",
+        "off_grid_onsets": "mean",
+        "grammar_errors": "mean",
+        "polyphony": "mean",
+    }
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.codec = model.sampler.codec
+
+    def drawn(self, samples) -> list[np.ndarray]:
+        return [np.asarray(ids, dtype=np.int32) for ids in samples.ids]
+
+    def draw_in_training(self, module, num_samples: int, length: int, temperature: float, generator) -> list:
+        """Ids drawn by a LightningModule during training (`callbacks.SampleQuality`)."""
+        rows = module.sample(num_samples, length, temperature, generator=generator)
+        return [np.asarray(ids, dtype=np.int32) for ids in rows]
+
+    def _encode_folder(self, folder: Path) -> list[np.ndarray]:
+        """The MIDI files of a folder as the model's ids (unreadable or note-less files skipped, named)."""
+        from lm_music.data.pianoroll import midi_files
+        from lm_music.events import note_count, read_score
+        from lm_music.midi import UnreadableMidi
+
+        if not folder.is_dir():
+            raise UserError(f"{folder} is not a folder")
+        tracks = "programs" if self.codec.params["config"].get("use_programs") else "merge"
+        pieces, files = [], midi_files(folder)
+        for file in files:
+            try:
+                score = read_score(file, tracks)
+            except UnreadableMidi as error:
+                log.warning("skipping unreadable MIDI file %s (%s)", file, error.reason)
+                continue
+            if note_count(score) == 0:
+                log.warning("skipping MIDI file %s: no notes on the 88 keys", file)
+                continue
+            pieces.append(self.codec.encode(score))
+        if not pieces:
+            raise UserError(
+                f"no readable MIDI file with notes in {folder}: found {len(files)} .mid/.midi files"
+            )
+        return pieces
+
+    def read_folder(self, folder: Path) -> list[np.ndarray]:
+        """The .mid files of a samples folder, tokenized again (their grammar is then the tokenizer's own)."""
+        return self._encode_folder(folder)
+
+    def load_reference(self, args) -> dict:
+        """The real pieces: reference_dir's, or the model's data folder tokenized with the model's tokenizer."""
+        if args.get("reference_dir"):
+            folder = Path(str(args.reference_dir)).expanduser()
+            pieces = self._encode_folder(folder)
+            check_reference(len(pieces), f"reference_dir {folder}")
+            return {"splits": {name: pieces for name in SPLIT_NAMES}, "where": str(folder)}
+        from lm_music.data.events import EventDataModule
+
+        data = data_settings(
+            self.model.checkpoint, dict(args.get("data") or {}), " or reference_dir=MIDI_FOLDER"
+        )
+        keys = ("valid_fraction", "test_fraction", "seed", "cache_dir")
+        module = EventDataModule(str(data["path"]), **{k: data[k] for k in keys if data.get(k) is not None})
+        module.adopt(self.model.checkpoint["hyper_parameters"])
+        module.setup()
+        splits = {
+            name: [np.asarray(ids) for ids in module.datasets[stage].sequences]
+            for name, stage in zip(SPLIT_NAMES, ("train", "val", "test"))
+        }
+        name = str(args.get("reference", "test"))
+        check_reference(len(splits[name]), f"the {name} split of {data['path']}")
+        return {"splits": splits, "where": data["path"]}
+
+    def sets(self, samples: list, loaded: dict, args) -> Sets:
+        splits, name = loaded["splits"], str(args.get("reference", "test"))
+        longest = max(len(ids) for ids in samples)
+        reference = [ids[:longest] for ids in splits[name]]
+        ceiling = [ids[:longest] for ids in splits[CEILING_OF[name]]]
+        same = splits[name] is splits[CEILING_OF[name]]  # reference_dir: one set of pieces
+        lengths = [len(ids) for ids in samples]
+        sets = Sets(
+            samples,
+            reference,
+            None if same or len(ceiling) < 2 else ceiling,
+            event_features.floor_pieces(splits["train"], lengths, int(args.get("seed", 0))),
+            splits["train"],
+            {
+                "reference": f"the {name} split of {loaded['where']} ({len(reference)} pieces, cut to {longest} "
+                "tokens)",
+                "ceiling": f"the {CEILING_OF[name]} split against the {name} split",
+                "floor": "tokens drawn independently with the training pieces' token frequencies",
+            },
+        )
+        if same:
+            sets.notes.append("no ceiling: reference_dir is one set of pieces")
+        return sets
+
+    def features_of(self, named: dict[str, list]) -> dict[str, dict[str, np.ndarray]]:
+        return {name: event_features.set_features(self.codec, values) for name, values in named.items()}
+
+    def extras(self, named: dict[str, list]) -> dict:
+        return {}
+
+
+KINDS["events"] = EventKind
