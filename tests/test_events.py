@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,8 +27,12 @@ TINY_EVENTS = [
     "data.batch_size=8",
     "trainer.accelerator=cpu",
     "trainer.enable_progress_bar=false",
+    "callbacks.sample_logger.every_n_epochs=1",
     "callbacks.sample_logger.length=32",
     "callbacks.sample_logger.num_samples=1",
+    "callbacks.sample_quality.every_n_epochs=1",
+    "callbacks.sample_quality.num_samples=2",
+    "callbacks.sample_quality.length=64",
     "logger=csv",
 ]
 
@@ -107,6 +112,22 @@ def test_a_few_steps_on_pop909_lower_the_validation_loss(events_run):
     assert metrics["val/bits_per_note"] == pytest.approx(total_nats / math.log(2) / val["notes"], rel=1e-6)
     assert metrics["val/nats_per_second"] == pytest.approx(total_nats / val["seconds"], rel=1e-6)
     assert metrics["test/bits_per_note"] > 0
+    with open(run / "csv" / "metrics.csv") as f:
+        judged = [row for row in csv.DictReader(f) if row.get("samples/grammar_errors")]
+    assert judged and 0 <= float(judged[-1]["samples/grammar_errors"]) <= 1  # callbacks.sample_quality
+
+
+def test_the_page_draws_an_event_model_as_sample_py_does(events_run, tmp_path):
+    from lm_music.app import Page
+
+    ckpt = str(events_run[0] / "checkpoints" / "last.ckpt")
+    outputs = Page(events_run[0], 1).generate(ckpt, length=64, num_samples=1, seed=2, top_k=20)
+    shown = [o["value"] for o in outputs[:-1] if isinstance(o, dict) and o.get("visible") and o.get("value")]
+    assert [str(v).rsplit(".", 1)[-1] for v in shown] == ["png", "wav", "mid"]
+    written = sample_run(
+        [f"ckpt_path={ckpt}", "length=64", "num_samples=1", "seed=2", "top_k=20", f"out_dir={tmp_path}"]
+    )
+    assert Path(shown[2]).read_bytes() == written[0].read_bytes()
 
 
 def velocities(path) -> set[int]:
