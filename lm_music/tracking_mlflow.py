@@ -54,7 +54,7 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
     except urllib.error.HTTPError as err:
         if err.code == 404:
             raise UserError(
-                f"MLFLOW_TRACKING_URI={uri} answers, but is not an MLflow server (GET /health: 404)"
+                f"logger=mlflow: {uri} answers, but is not an MLflow server (GET /health: 404)"
             ) from None
     except (OSError, ValueError) as err:
         reason = getattr(err, "reason", err)
@@ -95,10 +95,11 @@ def _hydra_tags(run_dir: Path) -> dict[str, str]:
 
 
 def _run_name(run_dir: Path) -> str:
-    """A sweep job: its number and overrides; a single run: its folder's name (the date and time)."""
+    """A sweep job: the sweep folder's name (its date and time) and the job's number; a single run: its
+    folder's name. Both are short in the UI's run list; the overrides are a tag."""
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        job = HydraConfig.get().job
-        return f"job {job.num}" + (f": {job.override_dirname}" if job.override_dirname else "")
+        hydra = HydraConfig.get()
+        return f"{Path(hydra.sweep.dir).name} job {hydra.job.num}"
     return run_dir.name
 
 
