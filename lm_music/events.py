@@ -157,12 +157,16 @@ class EventCodec:
         # named as CharVocab's, so the token models read both codecs alike
         self.PAD, self.BOS, self.EOS = (self.tokenizer[name] for name in SPECIAL)
         self.name = params["tokenization"]
+        # how a MIDI file given to this model (a prime, a reference) is read: as its training data was
+        self.tracks = "programs" if params.get("config", {}).get("use_programs") else "merge"
 
     @classmethod
     def of(cls, tokenizer) -> "EventCodec":
+        """The codec of a tokenizer in memory (through its parameters, as a checkpoint rebuilds it)."""
         return cls(tokenizer_params(tokenizer))
 
     def __len__(self) -> int:
+        """The vocabulary size (BPE tokens included): the token model's input and output size."""
         return len(self.tokenizer)
 
     def encode(self, score, bos: bool = True, eos: bool = True) -> np.ndarray:
@@ -216,6 +220,7 @@ class EventCodec:
         return float(self.tokenizer.tokens_errors(TokSequence(tokens=tokens))) if tokens else 0.0
 
     def describe(self) -> str:
+        """One line for logs and cards: the tokenizer, BPE size, velocity bins."""
         config = self.params.get("config", {})
         bpe = f", BPE {len(self)}" if self.tokenizer.is_trained else ""
         return f"{self.name}{bpe}, {config.get('num_velocities')} velocities"

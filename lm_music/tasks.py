@@ -147,7 +147,7 @@ class EventSamples:
         )
 
 
-def prime_score(path: str | None, tracks: str):
+def prime_score(path: str, tracks: str):
     """`prime_midi` read as the model's data was (tracks merged or kept), or one line why it cannot be."""
     if not Path(path).is_file():
         raise UserError(f"prime_midi not found: {path}")
@@ -162,8 +162,9 @@ def draw_events(sampler: EventSampler, options, generator: torch.Generator) -> E
     codec = sampler.codec
     prime = None
     if options.get("prime_midi"):
-        tracks = "programs" if codec.params["config"].get("use_programs") else "merge"
-        prime = codec.encode(prime_score(options.prime_midi, tracks), eos=False)[: 1 + options.prime_tokens]
+        prime = codec.encode(prime_score(options.prime_midi, codec.tracks), eos=False)[
+            : 1 + options.prime_tokens
+        ]
     ids = sampler.sample(
         options.num_samples,
         options.length,

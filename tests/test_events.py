@@ -46,10 +46,13 @@ def note_table(score: symusic.Score) -> np.ndarray:
     return np.array(rows)
 
 
-def test_a_pop909_song_survives_the_tokenizer_within_its_resolution():
+@pytest.mark.parametrize(
+    "tokenizer", ["REMI", "TSD"]
+)  # MIDILike pairs NoteOn/NoteOff: overlaps of a key differ
+def test_a_pop909_song_survives_the_tokenizer_within_its_resolution(tokenizer):
     score = read_score(POP909 / "test" / "011.mid")  # MELODY, BRIDGE and PIANO merged onto one piano
     assert len(score.tracks) == 1
-    codec = EventCodec.of(make_tokenizer("REMI", num_velocities=32, beat_res={"0_4": 8, "4_12": 4}))
+    codec = EventCodec.of(make_tokenizer(tokenizer, num_velocities=32, beat_res={"0_4": 8, "4_12": 4}))
     decoded, dropped = codec.decode(codec.encode(score))
     assert dropped == 0 and codec.error_rate(codec.encode(score)) == 0
     before, after = note_table(score), note_table(decoded)
@@ -85,6 +88,27 @@ def train_tiny(root, model: list[str]) -> tuple:
     shutil.rmtree(data)
     shutil.rmtree(root / "cache")
     return root / "run", metrics, module.counts, len(module.codec)
+
+
+def test_bpe_is_trained_on_the_training_pieces_and_travels_with_the_tokens(tmp_path):
+    for split, count in (("train", 3), ("valid", 1)):
+        (tmp_path / split).mkdir()
+        for file in sorted((POP909 / split).glob("*.mid"))[:count]:
+            shutil.copy(file, tmp_path / split)
+    plain = EventDataModule(str(tmp_path), tokenizer="TSD", cache_dir=str(tmp_path / "cache"))
+    bpe = EventDataModule(
+        str(tmp_path), tokenizer="TSD", bpe_vocab_size=600, cache_dir=str(tmp_path / "cache")
+    )
+    plain.setup()
+    bpe.setup()
+    assert len(bpe.codec) == 600 and bpe.counts["val"]["notes"] == plain.counts["val"]["notes"]
+    assert bpe.counts["val"]["tokens"] < 0.8 * plain.counts["val"]["tokens"]  # merged tokens: fewer of them
+    # The parameters in the checkpoint rebuild the same BPE: the validation piece decodes to its notes.
+    codec = EventCodec(bpe.model_kwargs()["tokenizer"])
+    decoded, dropped = codec.decode(bpe.datasets["val"].sequences[0])
+    assert dropped == 0 and decoded.note_num() == bpe.counts["val"]["notes"]
+    with pytest.raises(UserError, match="data.bpe_vocab_size=100 must be larger than the base vocabulary"):
+        EventDataModule(str(tmp_path), bpe_vocab_size=100, cache_dir=str(tmp_path / "c2")).setup()
 
 
 @pytest.fixture(scope="module")

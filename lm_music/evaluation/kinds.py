@@ -401,11 +401,10 @@ class EventKind:
 
         if not folder.is_dir():
             raise UserError(f"{folder} is not a folder")
-        tracks = "programs" if self.codec.params["config"].get("use_programs") else "merge"
         pieces, files = [], midi_files(folder)
         for file in files:
             try:
-                score = read_score(file, tracks)
+                score = read_score(file, self.codec.tracks)
             except UnreadableMidi as error:
                 log.warning("skipping unreadable MIDI file %s (%s)", file, error.reason)
                 continue
