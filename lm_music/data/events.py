@@ -123,7 +123,10 @@ def tokenize_folder(
 ) -> Tokenized:
     """Read, split and tokenize a folder (`settings`: those of `events.make_tokenizer`, and
     `bpe_vocab_size`); with `adopted`, a checkpoint's tokenizer instead of a new one."""
-    scores, skipped = _read_folder(path, settings["tracks"])
+    tracks = (
+        settings["tracks"] if adopted is None else EventCodec(adopted).tracks
+    )  # as the model read its data
+    scores, skipped = _read_folder(path, tracks)
     names = _split_names(path, sorted(scores), seed, valid_fraction, test_fraction)
     if adopted is not None:
         tokenizer = load_tokenizer(adopted)

@@ -33,8 +33,10 @@ class EventLM(TokenLM):
 
     def extra_terms(self, nll_sum: torch.Tensor, count: torch.Tensor) -> dict:
         terms = {"nll_token": (nll_sum, count)}
-        split = self.counts.get("test" if self.trainer.testing else "val") if not self.training else None
-        if split and split["tokens"]:
+        if self.training or not self.counts:  # training logs the loss only; no data module: no totals
+            return terms
+        split = self.counts["test" if self.trainer.testing else "val"]
+        if split["tokens"]:
             for name, per, scale in (
                 ("bits_per_note", "notes", math.log(2)),
                 ("nats_per_second", "seconds", 1),
