@@ -39,7 +39,7 @@ from lm_music.distributed import evaluator, in_multirun, progress, safe_strategy
 from lm_music.errors import UserError
 from lm_music.io import write_text_atomic
 from lm_music.loggers import TrackerState, resume_trackers
-from lm_music.resume import AtomicCheckpointIO, auto_resume_path
+from lm_music.resume import AtomicCheckpointIO, NextEpochAfterLastBatch, auto_resume_path
 from lm_music.threads import ThreadPolicy, usable_cores
 
 log = logging.getLogger(__name__)
@@ -236,7 +236,12 @@ def train(cfg: DictConfig) -> float | None:
     loggers = _instantiate_all(cfg.get("logger"))
     resume_trackers(loggers, checkpoint if cfg.train else None)  # before they log anything
     try:
-        callbacks += [AdaptThreads(threads, _joblib_jobs()), DestroyProcessGroupAtExit(), TrackerState()]
+        callbacks += [
+            AdaptThreads(threads, _joblib_jobs()),
+            DestroyProcessGroupAtExit(),
+            TrackerState(),
+            NextEpochAfterLastBatch(),
+        ]
         if cfg.trainer.get("enable_progress_bar", True) and not sys.stdout.isatty():
             callbacks.append(
                 EpochLines()

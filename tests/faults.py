@@ -55,6 +55,36 @@ class PauseInSave(pl.Callback):
             time.sleep(0.01)
 
 
+class SaveAt(pl.Callback):
+    """`trainer.save_checkpoint(path)` in `on_train_batch_end` of step `step`: a checkpoint as Lightning's own
+    ModelCheckpoint(every_n_train_steps) and SaveOnInterrupt (Ctrl-C) write it there, the batch processed but
+    not yet completed (at an epoch's last batch: before the epoch's validation and end)."""
+
+    def __init__(self, step: int, path: str) -> None:
+        self.step, self.path = step, path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            trainer.save_checkpoint(self.path)
+
+
+class Crash(RuntimeError):
+    """What CrashAt raises: no handler saves anything on it (SaveOnInterrupt saves on Ctrl-C or SIGTERM)."""
+
+
+class CrashAt(pl.Callback):
+    """Raise `Crash` as the batch after step `step` starts, in the training process itself: the run stops
+    there as a SIGKILL would stop it, with the `last.ckpt` that `every_n_train_steps=1` wrote at `step`, and
+    a test needs no subprocess to stop a run at a known step."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise Crash(f"crashed at step {self.step}")
+
+
 def last_logged_step(metrics_csv: Path) -> int:
     """The highest step in a run's metrics.csv (-1 before it exists): what the tests watch to time a signal."""
     try:

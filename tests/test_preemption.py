@@ -159,21 +159,25 @@ KILLS = 12
 IN_SAVE = (3, 7)  # these kills land inside a save: a new best written, last.ckpt not yet (tests/faults.py)
 
 
+def _complete_steps(metrics_csv: Path) -> set[int]:
+    """The steps of the training rows on disk, without a last line a kill cut short (a resume drops it)."""
+    text = metrics_csv.read_text() if metrics_csv.is_file() else ""
+    rows = csv.DictReader(io.StringIO(text[: text.rfind("\n") + 1]))
+    return {int(r["step"]) for r in rows if r.get("train/loss")}
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="open (BENCHMARKS.md, reliability): a resume after some SIGKILLs near an epoch's end can train one "
-    "epoch longer than limit_train_batches (seen: 72 of 64 steps); every resume starts and the folder is right",
-)
 def test_sigkill_at_random_moments_then_resume_each_time(tmp_path):
     """SIGKILL (no handler runs: an OOM kill, a node lost, `scancel --signal=KILL`) at a random moment after
     observed progress, 12 times, with a checkpoint written at every step so that kills land inside saves too;
-    each `ckpt_path=last` resume starts, the run ends with its metrics.json, and checkpoints/ holds the two
-    files it keeps (the run's best by val/loss over the whole run, and last.ckpt)."""
+    each `ckpt_path=last` resume starts, the run ends with its metrics.json after exactly 8 epochs of 8 batches
+    (in the CSV each step once, in its epoch), with the weights of a run never stopped, and checkpoints/ holds
+    the two files it keeps (the run's best by val/loss over the whole run, and last.ckpt)."""
     rng = random.Random(21)
     overrides = [
         *COMMON,
         "trainer.max_epochs=8",
+        "model.optimizer.lr=0.001",  # val/loss falls at every validation: a kill in IN_SAVE finds a new best
         "logger=csv",
         "+logger.csv.flush_logs_every_n_steps=1",
         "+callbacks.model_checkpoint.every_n_train_steps=1",
@@ -181,6 +185,10 @@ def test_sigkill_at_random_moments_then_resume_each_time(tmp_path):
     run_dir, metrics_csv = tmp_path / "killed", tmp_path / "killed" / "csv" / "metrics.csv"
     last = run_dir / "checkpoints" / "last.ckpt"
     left_temp_files = 0  # kills that landed inside a checkpoint write
+    # A kill after a checkpoint written at a batch's end and before that batch's row: the row is lost (open,
+    # BENCHMARKS.md, reliability); the resumed run does not train the batch again.
+    rows_lost = set()
+    kills = []  # (the step resumed from, the step of last.ckpt after the kill)
     for kill in range(KILLS):
         resumed_at = load_checkpoint(last)["global_step"] if kill else 0
         # Past the rows a killed process wrote after its checkpoint, which the file keeps until the resumed
@@ -199,41 +207,52 @@ def test_sigkill_at_random_moments_then_resume_each_time(tmp_path):
             process.kill()
             process.wait(timeout=60)
             names = {p.name for p in last.parent.iterdir()}
-            assert marker.read_text() in names and len(names) >= 2, (
-                names
-            )  # the new best, unknown to last.ckpt
-            continue
-        process = _start(run_dir, [*overrides, *resume], out)
-        _wait_for(
-            process,
-            lambda target=target, out=out, kill=kill: (
-                last.is_file()
-                and (not kill or "Restored all states" in out.read_text())  # Lightning's: the resume is done
-                and last_logged_step(metrics_csv) >= target
-            ),
-            out,
-            f"step {target} (resumed at {resumed_at})",
-        )
-        time.sleep(rng.uniform(0, 0.4))
-        process.kill()
-        process.wait(timeout=60)
-        assert process.returncode == -signal.SIGKILL, out.read_text()[-3000:]
-        left_temp_files += any(p.name.endswith(".tmp") for p in last.parent.iterdir())
+            # The new best, unknown to last.ckpt.
+            assert marker.read_text() in names and len(names) >= 2, names
+        else:
+            process = _start(run_dir, [*overrides, *resume], out)
+            _wait_for(
+                process,
+                lambda target=target, out=out, kill=kill: (
+                    last.is_file()
+                    and (not kill or "Restored all states" in out.read_text())  # Lightning's: resume done
+                    and last_logged_step(metrics_csv) >= target
+                ),
+                out,
+                f"step {target} (resumed at {resumed_at})",
+            )
+            time.sleep(rng.uniform(0, 0.1))  # a random moment of the next step or two (25-40 steps/s here)
+            process.kill()
+            process.wait(timeout=60)
+            assert process.returncode == -signal.SIGKILL, out.read_text()[-3000:]
+            left_temp_files += any(p.name.endswith(".tmp") for p in last.parent.iterdir())
+        saved = load_checkpoint(last)["global_step"]
+        kills.append((resumed_at, saved))
+        if saved - 1 not in _complete_steps(metrics_csv):
+            rows_lost.add(saved - 1)
     for kill in IN_SAVE:  # the resume after each removed the best that its last.ckpt did not know
         assert "resumed: removed epoch" in (tmp_path / f"out{kill + 1}").read_text()
     final = train_run(run_dir, [*overrides, "ckpt_path=last"])
     print(
-        f"{KILLS} kills survived ({len(IN_SAVE)} inside a save, {left_temp_files} inside a write), 0 failed resumes"
+        f"{KILLS} kills survived ({len(IN_SAVE)} inside a save, {left_temp_files} inside a write), 0 failed"
+        f" resumes; (resumed from, last.ckpt after the kill): {kills}; rows lost: {sorted(rows_lost)}"
     )
     assert final["global_step"] == 8 * EPOCH and (run_dir / "metrics.json").is_file()
+    # Each step once, in its epoch: no epoch longer than its 8 batches (before: 72 steps, an epoch of 13
+    # batches, after a resume from an epoch's last batch and a kill inside the next epoch).
+    steps = [r for r in _csv_rows(metrics_csv) if "train/loss" in r]
+    assert [int(r["step"]) for r in steps] == sorted(set(range(8 * EPOCH)) - rows_lost)
+    assert all(int(r["epoch"]) == int(r["step"]) // EPOCH for r in steps)
     names = sorted(p.name for p in last.parent.iterdir())
     assert len(names) == 2 and "last.ckpt" in names and Path(final["best_checkpoint"]).name in names
     # The best is the best of the whole run: the lowest val/loss of every validation logged, over 13 processes.
     state = next(v for k, v in load_checkpoint(last)["callbacks"].items() if k.startswith("RunCheckpoint"))
     val_losses = [r["val/loss"] for r in _csv_rows(metrics_csv) if "val/loss" in r]
     assert float(state["best_model_score"]) == pytest.approx(min(val_losses[:-1]))  # the last: final validate
-    # Not asserted (see BENCHMARKS.md, reliability): equal weights and rows to the uninterrupted run. They
-    # hold for kills inside an epoch; a kill at the save after an epoch's validation resumes on another path.
+    # The weights of a run never stopped: every resume went on where its checkpoint was written.
+    whole = tmp_path / "whole"
+    train_run(whole, overrides)
+    _assert_same_weights(whole / "checkpoints" / "last.ckpt", last)
 
 
 @pytest.mark.slow
@@ -289,6 +308,91 @@ def test_a_killed_sweep_run_again_keeps_the_finished_jobs_and_the_summary(tmp_pa
 
 
 # --- the pieces, in this process (fast) ---------------------------------------------------------------------
+
+
+STEP_SAVES = [
+    *COMMON,
+    "logger=csv",
+    "+logger.csv.flush_logs_every_n_steps=1",
+    "+callbacks.model_checkpoint.every_n_train_steps=1",
+]
+
+
+def test_a_resume_from_an_epochs_last_batch_then_a_kill_in_the_next_epoch_trains_each_epoch_once(tmp_path):
+    """Issue 21's 72 of 64 steps, in this process: a checkpoint written in `on_train_batch_end` of an epoch's
+    last batch (tests/faults.SaveAt: as Lightning's ModelCheckpoint(every_n_train_steps) and SaveOnInterrupt's
+    Ctrl-C write it), resumed; the run stopped (tests/faults.CrashAt, as a kill would) inside the next epoch
+    but one, resumed again. Lightning counted the epoch after the resumed one as over before it began (no
+    `on_train_epoch_start` either), so the second resume trained it from its start again (35 steps for 32,
+    an epoch of 11 batches); lm_music.resume.NextEpochAfterLastBatch has it counted as started."""
+    from tests.faults import Crash
+
+    run_dir, last = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.ckpt"
+    at_last_batch = tmp_path / "last_batch.ckpt"
+    save = ["+callbacks.save_at._target_=tests.faults.SaveAt", "+callbacks.save_at.step=16"]
+    train_run(
+        run_dir, [*STEP_SAVES, "trainer.max_epochs=2", *save, f"+callbacks.save_at.path={at_last_batch}"]
+    )
+    saved = load_checkpoint(at_last_batch)  # epoch 1's last batch, its validation and epoch end not yet done
+    assert saved["global_step"] == 2 * EPOCH
+    assert saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["is_last_batch"]
+    assert saved["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"] == 1
+
+    crash = 3 * EPOCH + 3  # epoch 2 whole, 3 batches of epoch 3
+    stop = ["+callbacks.crash._target_=tests.faults.CrashAt", f"+callbacks.crash.step={crash}"]
+    with pytest.raises(Crash):
+        train_run(run_dir, [*STEP_SAVES, "trainer.max_epochs=4", f"ckpt_path={at_last_batch}", *stop])
+    saved = load_checkpoint(last)
+    assert saved["global_step"] == crash
+    # Inside epoch 3: started, not processed (before: all four 3, an epoch that ended).
+    assert saved["loops"]["fit_loop"]["epoch_progress"]["current"] == {
+        "ready": 4,
+        "started": 4,
+        "processed": 3,
+        "completed": 3,
+    }
+
+    final = train_run(run_dir, [*STEP_SAVES, "trainer.max_epochs=4", "ckpt_path=last"])
+    assert final["global_step"] == 4 * EPOCH
+    rows = [r for r in _csv_rows(run_dir / "csv" / "metrics.csv") if "train/loss" in r]
+    assert [int(r["step"]) for r in rows] == list(range(4 * EPOCH))
+    assert [int(r["epoch"]) for r in rows] == [epoch for epoch in range(4) for _ in range(EPOCH)]
+
+
+def test_step_checkpoints_save_an_epochs_last_batch_after_its_validation_and_go_on_after_a_resume(tmp_path):
+    """With `every_n_train_steps=1`: the save due at an epoch's last batch is written at the epoch's end, after
+    its validation (the best is judged by that validation, and a resume from it goes on as the uninterrupted
+    run does), and a resumed run saves at every step before its first validation too. Stopped inside an
+    epoch and resumed, the run has the weights and the rows of one never stopped."""
+    from tests.faults import Crash
+
+    run_dir, last = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.ckpt"
+    train_run(run_dir, [*STEP_SAVES, "trainer.max_epochs=2"])
+    saved = load_checkpoint(last)
+    assert saved["global_step"] == 2 * EPOCH
+    assert saved["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"] == 2  # after the epoch's end
+    assert saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"] == EPOCH
+    state = next(v for k, v in saved["callbacks"].items() if k.startswith("RunCheckpoint"))
+    val_losses = [r["val/loss"] for r in _csv_rows(run_dir / "csv" / "metrics.csv") if "val/loss" in r]
+    # Before: the best was epoch001-step000009, saved a step after the validation that judged it.
+    assert Path(state["best_model_path"]).name == "epoch001-step000016.ckpt"
+    assert float(state["best_model_score"]) == pytest.approx(min(val_losses))
+
+    crash = 2 * EPOCH + 3  # before the resumed run's first validation (before: no checkpoint after 16)
+    stop = ["+callbacks.crash._target_=tests.faults.CrashAt", f"+callbacks.crash.step={crash}"]
+    with pytest.raises(Crash):
+        train_run(run_dir, [*STEP_SAVES, "trainer.max_epochs=3", "ckpt_path=last", *stop])
+    assert load_checkpoint(last)["global_step"] == crash
+    final = train_run(run_dir, [*STEP_SAVES, "trainer.max_epochs=3", "ckpt_path=last"])
+    assert final["global_step"] == 3 * EPOCH
+
+    whole = tmp_path / "whole"
+    train_run(whole, [*STEP_SAVES, "trainer.max_epochs=3"])
+    _assert_same_weights(whole / "checkpoints" / "last.ckpt", last)
+    _assert_same_rows(_csv_rows(run_dir / "csv" / "metrics.csv"), _csv_rows(whole / "csv" / "metrics.csv"))
+    assert sorted(p.name for p in last.parent.iterdir()) == sorted(
+        p.name for p in (whole / "checkpoints").iterdir()
+    )
 
 
 def test_a_checkpoint_write_cut_short_leaves_the_old_checkpoint(tmp_path, monkeypatch):
