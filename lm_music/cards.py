@@ -72,11 +72,12 @@ UNKNOWN_DATASET = {
 
 def card_command(overrides: list[str]) -> str:
     """The training command as a user types it: no paths of the machine it ran on (a data file becomes
-    `PATH/NAME`, where-to-write settings are left out)."""
+    `PATH/NAME`, where-to-write settings are left out), and no `ckpt_path=last` (a resumed run ends as the
+    uninterrupted one would: tests/test_preemption.py)."""
     shown = []
     for override in overrides:
         key, _, value = override.partition("=")
-        if key.lstrip("+~").startswith(("paths.", "hydra.")):
+        if key.lstrip("+~").startswith(("paths.", "hydra.")) or override == "ckpt_path=last":
             continue
         if key.lstrip("+") == "data.path":
             override = f"{key}=PATH/{Path(value).name}"

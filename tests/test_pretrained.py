@@ -9,7 +9,7 @@ import scipy.io.wavfile
 
 from lm_music.cards import card_command
 from lm_music.checkpoints import PRETRAINED_DIR, pretrained_names
-from tests.conftest import POLYPHONIC, ROOT, run_script, train_run
+from tests.conftest import DATA_DIR, POLYPHONIC, ROOT, data_file, run_script, train_run
 
 
 def test_sample_py_with_no_arguments_writes_a_chorale(tmp_path):
@@ -23,34 +23,99 @@ def test_sample_py_with_no_arguments_writes_a_chorale(tmp_path):
         assert rate == 22050 and len(audio) > rate
 
 
+def test_the_shipped_lyrics_models_write_lyrics_with_no_data_and_no_training(tmp_path):
+    """In a folder with no data: the unconditional model continues its prime, the conditional one writes as
+    the author asked for, and an author it does not know is one line naming those it does."""
+    plain = run_script(
+        str(ROOT / "sample.py"),
+        "pretrained=lyrics",
+        "prime=The ",
+        "length=120",
+        "num_samples=2",
+        cwd=tmp_path,
+    )
+    assert plain.returncode == 0, plain.stderr
+    texts = (tmp_path / "samples" / "samples.txt").read_text()
+    assert texts.count("=== sample") == 2 and "\nThe " in texts and len(texts) > 200
+    authors = json.loads((PRETRAINED_DIR / "lyrics_authors" / "config.json").read_text())
+    known = authors["hyper_parameters"]["artists"]
+    assert "Fanny Crosby" in known and "Other authors" in known
+    by_author = run_script(
+        str(ROOT / "sample.py"),
+        "pretrained=lyrics_authors",
+        "artist=Fanny Crosby",
+        "length=80",
+        "num_samples=1",
+        "out_dir=crosby",
+        cwd=tmp_path,
+    )
+    assert by_author.returncode == 0, by_author.stderr
+    assert "=== sample 0 (Fanny Crosby) ===" in (tmp_path / "crosby" / "samples.txt").read_text()
+    unknown = run_script(str(ROOT / "sample.py"), "pretrained=lyrics_authors", "artist=Fanny", cwd=tmp_path)
+    lines = unknown.stderr.strip().splitlines()
+    assert unknown.returncode != 0 and "Traceback" not in unknown.stderr
+    assert "unknown artist 'Fanny'" in lines[-1] and "Fanny Crosby" in lines[-1]
+
+
 def test_pretrained_list_shows_every_shipped_model_with_its_summary(tmp_path):
     result = run_script(str(ROOT / "sample.py"), "pretrained=list", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "samples").exists()
     shown = result.stdout
-    assert pretrained_names() == ["bach_chorales", "jsb_chorales", "nottingham", "piano_midi"]
+    assert pretrained_names() == [
+        "bach_chorales",
+        "jsb_chorales",
+        "lyrics",
+        "lyrics_authors",
+        "nottingham",
+        "piano_midi",
+    ]
     for name in pretrained_names():
         summary = json.loads((PRETRAINED_DIR / name / "config.json").read_text())["summary"]
         assert f"{name} " in shown and summary in shown
 
 
-def test_the_shipped_jsb_model_rescores_to_its_card(tmp_path):
-    config = json.loads((PRETRAINED_DIR / "jsb_chorales" / "config.json").read_text())
+PD_SONGS = "lyrics/public_domain_songs.csv"
+# How each shipped model is re-scored: its experiment and the data settings its card's command gives.
+RESCORE = {
+    "jsb_chorales": ["experiment=jsb_chorales", f"data.path={POLYPHONIC / 'JSB_Chorales.mat'}"],
+    "nottingham": ["experiment=nottingham", f"data.path={POLYPHONIC / 'Nottingham.mat'}"],
+    "piano_midi": ["experiment=piano_midi", f"data.path={POLYPHONIC / 'Piano_midi.mat'}"],
+    "bach_chorales": ["experiment=bach_chorales"],
+    "lyrics": ["experiment=lyrics"],
+    "lyrics_authors": ["experiment=lyrics_conditional", "data.min_songs=10", "data.others=Other authors"],
+}
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "jsb_chorales",
+        pytest.param("nottingham", marks=SLOW),
+        pytest.param("piano_midi", marks=SLOW),
+        pytest.param("bach_chorales", marks=SLOW),  # music21's chorales are built first
+        pytest.param("lyrics", marks=SLOW),
+        pytest.param("lyrics_authors", marks=SLOW),
+    ],
+)
+def test_each_shipped_model_rescores_to_its_card(name, tmp_path, chorale_cache):
+    """`train=false ckpt_path=pretrained:NAME` on the model's test split gives the card's figures (1e-3)."""
+    overrides = list(RESCORE[name])
+    if name.startswith("lyrics"):
+        overrides.append(f"data.path={data_file(PD_SONGS)}")
+    if name == "bach_chorales":
+        overrides.append(f"paths.data_dir={chorale_cache}")
+    config = json.loads((PRETRAINED_DIR / name / "config.json").read_text())
     metrics = train_run(
-        tmp_path,
-        [
-            "experiment=jsb_chorales",
-            f"data.path={POLYPHONIC / 'JSB_Chorales.mat'}",
-            "train=false",
-            "ckpt_path=pretrained:jsb_chorales",
-            "threads=1",
-            "logger=csv",
-        ],
+        tmp_path, [*overrides, "train=false", f"ckpt_path=pretrained:{name}", "threads=1", "logger=csv"]
     )
-    for key in ("test/nll", "test/nll_all", "test/frame_acc"):
+    reported = [k for k in config["metrics"] if k.startswith("test/")]
+    assert reported
+    for key in reported:
         assert metrics[key] == pytest.approx(config["metrics"][key], abs=1e-3), key
-    card = (PRETRAINED_DIR / "jsb_chorales" / "README.md").read_text()
-    assert f"| test/nll | {config['metrics']['test/nll']:.4f} |" in card
+    card = (PRETRAINED_DIR / name / "README.md").read_text()
+    assert f"| {reported[0]} | {config['metrics'][reported[0]]:.4f} |" in card
 
 
 def test_cards_give_the_command_a_user_types_without_paths_of_the_training_machine():
@@ -59,7 +124,7 @@ def test_cards_give_the_command_a_user_types_without_paths_of_the_training_machi
         "data.path=/home/me/data/JSB_Chorales.mat",
         "paths.log_dir=/srv/runs",
     ]
-    overrides += ["hydra.run.dir=/srv/runs/x", "threads=1"]
+    overrides += ["hydra.run.dir=/srv/runs/x", "threads=1", "ckpt_path=last"]  # a resumed run
     assert (
         card_command(overrides)
         == "python train.py experiment=jsb_chorales data.path=PATH/JSB_Chorales.mat threads=1"
@@ -74,7 +139,12 @@ def test_cards_give_the_command_a_user_types_without_paths_of_the_training_machi
 
 
 # Where each shipped model's data is (the card's data.path=PATH/NAME), by its file name.
-DATA_OF = {"JSB_Chorales.mat": POLYPHONIC, "Nottingham.mat": POLYPHONIC, "Piano_midi.mat": POLYPHONIC}
+DATA_OF = {
+    "JSB_Chorales.mat": POLYPHONIC,
+    "Nottingham.mat": POLYPHONIC,
+    "Piano_midi.mat": POLYPHONIC,
+    "public_domain_songs.csv": DATA_DIR / "lyrics",
+}
 
 
 def card_samples_args(name: str, out) -> tuple[list[str], dict]:
@@ -98,6 +168,8 @@ def card_samples_args(name: str, out) -> tuple[list[str], dict]:
         pytest.param("nottingham", marks=pytest.mark.slow),
         pytest.param("piano_midi", marks=pytest.mark.slow),
         pytest.param("bach_chorales", marks=pytest.mark.slow),  # music21's chorales are built first
+        pytest.param("lyrics", marks=pytest.mark.slow),
+        pytest.param("lyrics_authors", marks=pytest.mark.slow),
     ],
 )
 def test_each_cards_samples_section_is_what_its_command_gives(name, tmp_path):
