@@ -34,6 +34,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from lm_music.errors import UserError
 from lm_music.io import write_text_atomic
+from lm_music.provenance import source_commit
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -117,8 +118,6 @@ class MLFlowLogger(pl_loggers.MLFlowLogger):
         log_model: bool | str = False,
         **kwargs: Any,
     ) -> None:
-        from lm_music.training import source_commit  # not at the top: training imports the callbacks
-
         # The client's default is 7 retries with a growing backoff: a server gone mid-run would stall every
         # logging call for minutes. The user's own setting wins.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")

@@ -4,7 +4,6 @@ import json
 import logging
 import math
 import os
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -39,6 +38,7 @@ from lm_music.distributed import evaluator, in_multirun, progress, safe_strategy
 from lm_music.errors import UserError
 from lm_music.io import write_text_atomic
 from lm_music.loggers import TrackerState, resume_trackers
+from lm_music.provenance import source_commit
 from lm_music.resume import AtomicCheckpointIO, NextEpochAfterLastBatch, auto_resume_path
 from lm_music.threads import ThreadPolicy, usable_cores
 
@@ -80,26 +80,6 @@ def _finite_metrics(metrics: dict) -> dict:
         value = float(value.item() if isinstance(value, torch.Tensor) else value)
         out[name] = value if math.isfinite(value) else None
     return out
-
-
-def source_commit() -> str | None:
-    """The git commit of the lm_music source that ran (with `+dirty` for uncommitted changes), if a checkout."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("+dirty" if dirty else "")
 
 
 @rank_zero_only
