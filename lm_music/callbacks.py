@@ -99,23 +99,28 @@ class SampleLogger(pl.Callback):
         self.temperature = temperature
         self.seed = seed
 
+    def due(self, trainer: pl.Trainer) -> bool:
+        return not trainer.sanity_checking and not (trainer.current_epoch + 1) % self.every_n_epochs
+
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+        if not self.due(trainer):
             return
-        generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
-        items = pl_module.tracker_samples(self.num_samples, self.length, self.temperature, generator)
         # The step the trackers log this validation's metrics at (Lightning's, one behind global_step here):
         # the samples sit beside them, and a resumed TensorBoard run hides neither.
-        step = trainer.fit_loop.epoch_loop._batches_that_stepped
+        self.send(trainer, pl_module, trainer.fit_loop.epoch_loop._batches_that_stepped)
+
+    def send(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
+        generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        items = pl_module.tracker_samples(self.num_samples, self.length, self.temperature, generator)
         for logger in trainer.loggers:
             log_samples(logger, items, step)
 
 
-class SampleQuality(pl.Callback):
-    """Every `every_n_epochs` validation epochs (0: never), draw `num_samples` samples and log how they compare
-    with the validation split (`lm_music.evaluation`: the mean overlapping area over the task's features, and
-    its most telling features) to every tracker, so sample quality shows beside the loss curve."""
+class SampleQuality(SampleLogger):
+    """Every `every_n_epochs` validation epochs of a fit (0: never), draw `num_samples` samples and log how
+    they compare with the validation split (`lm_music.evaluation`: the mean overlapping area over the task's
+    features, and its most telling features) to every tracker, so sample quality shows beside the loss."""
 
     def __init__(
         self,
@@ -125,24 +130,15 @@ class SampleQuality(pl.Callback):
         temperature: float = 1.0,
         seed: int = 0,
     ) -> None:
-        self.every_n_epochs = every_n_epochs
-        self.num_samples = num_samples
-        self.length = length
-        self.temperature = temperature
-        self.seed = seed
+        super().__init__(every_n_epochs, num_samples, length, temperature, seed)
         self._judge = None  # the kind and the validation split's features, made at the first judgement
 
-    @rank_zero_only
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if (
-            not self.every_n_epochs
-            or trainer.sanity_checking
-            or trainer.state.fn != "fit"  # not the validate/test that follow training
-            or (trainer.current_epoch + 1) % self.every_n_epochs
-        ):
-            return
+    def due(self, trainer: pl.Trainer) -> bool:
+        # not the validate/test that follow training
+        return bool(self.every_n_epochs) and trainer.state.fn == "fit" and super().due(trainer)
+
+    def send(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
         metrics = self.judge(pl_module, trainer.datamodule)
-        step = trainer.fit_loop.epoch_loop._batches_that_stepped  # beside this validation's metrics
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step)
 
