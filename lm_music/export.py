@@ -60,7 +60,10 @@ def export(
     if "exported" in checkpoint:
         raise UserError(f"{ckpt_path} is already an exported model: copy the folder instead")
     sampler = sampler_from_checkpoint(checkpoint)
-    weights = {k: v.to(DTYPES[dtype]).contiguous() for k, v in sampler.net.state_dict().items()}
+    # clone: safetensors refuses tensors that share memory, as a Transformer's tied output and embedding do
+    weights = {
+        k: v.detach().to(DTYPES[dtype]).clone().contiguous() for k, v in sampler.net.state_dict().items()
+    }
     facts = run_facts(ckpt_path)
     dataset = dataset_of(facts)
     config = {

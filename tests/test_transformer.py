@@ -171,3 +171,12 @@ def test_conditional_lyrics_transformer_trains_and_samples_through_sample_py(tmp
     assert text == (tmp_path / "b" / "samples.txt").read_text()
     samples = [block.split("\n", 1)[1] for block in text.split("=== sample ")[1:]]
     assert len(samples) == 2 and all(sample.startswith("Love") for sample in samples)
+    # Its output weights are tied to the embedding: the exported folder (safetensors) writes the same text.
+    from lm_music.export import export
+
+    export(ckpt, tmp_path / "exported")
+    folder = run_script(
+        "sample.py", f"ckpt_path={tmp_path / 'exported'}", *args[2:], "artist=ABBA", f"out_dir={tmp_path}/d"
+    )
+    assert folder.returncode == 0, folder.stderr
+    assert (tmp_path / "d" / "samples.txt").read_text() == text
