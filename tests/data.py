@@ -103,8 +103,13 @@ class TestData:
             result = self._try(self.make_pickle, source)
             (errors if isinstance(result, Exception) else added).append((source, result))
         if errors:
-            reasons = "; ".join(f"{s.path}: {e}" for s, e in errors)
-            raise UserError(f"{len(errors)} test data files could not be had: {reasons}")
+            # One line: the first failure says why (offline, a moved file); the rest are counted, not listed.
+            first, error = errors[0]
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise UserError(
+                f"{len(errors)} test data files could not be had; the first, {first.path}: {error}{more}. "
+                f"Or set LM_MUSIC_TEST_DATA to a folder that holds them"
+            )
         return [path for _, path in added]
 
     @staticmethod
