@@ -46,9 +46,15 @@ def note_table(score: symusic.Score) -> np.ndarray:
     return np.array(rows)
 
 
-@pytest.mark.parametrize(
-    "tokenizer", ["REMI", "TSD"]
-)  # MIDILike pairs NoteOn/NoteOff: overlaps of a key differ
+def overlapped(table: np.ndarray) -> np.ndarray:
+    """Which notes another note of the same key overlaps in time (rows as `note_table` gives them)."""
+    start, end, key = table[:, 0], table[:, 0] + table[:, 2], table[:, 1]
+    overlaps = (key[:, None] == key[None, :]) & (start[:, None] < end[None, :]) & (start[None, :] < end[:, None])
+    np.fill_diagonal(overlaps, False)
+    return overlaps.any(axis=1)
+
+
+@pytest.mark.parametrize("tokenizer", ["REMI", "TSD", "MIDILike"])
 def test_a_pop909_song_survives_the_tokenizer_within_its_resolution(tokenizer):
     score = read_score(POP909 / "test" / "011.mid")  # MELODY, BRIDGE and PIANO merged onto one piano
     assert len(score.tracks) == 1
@@ -62,7 +68,13 @@ def test_a_pop909_song_survives_the_tokenizer_within_its_resolution(tokenizer):
     assert np.abs(before[:, 0] - after[:, 0]).max() <= 1 / 16 + 1e-9
     assert (before[:, 1] == after[:, 1]).all()
     # Durations up to 4 beats at 8 positions a beat: MidiTok snaps onset and offset, so within one position.
+    # MIDILike ends a note with a NoteOff of its key, not a duration: where notes of one key overlap (merged
+    # tracks doubling a key) the decoder pairs the offs with other ons, so only the notes no other note of
+    # their key overlaps keep their own durations (1607 of this song's 1894).
     short = before[:, 2] < 4
+    if tokenizer == "MIDILike":
+        short &= ~overlapped(before)
+        assert short.sum() > 0.8 * len(before)
     assert np.abs(before[short, 2] - after[short, 2]).max() <= 1 / 8 + 1e-9
     assert np.abs(before[:, 3] - after[:, 3]).max() <= 128 / 32  # velocity within its bin
     assert len(np.unique(after[:, 3])) > 10
