@@ -49,7 +49,9 @@ def note_table(score: symusic.Score) -> np.ndarray:
 def overlapped(table: np.ndarray) -> np.ndarray:
     """Which notes another note of the same key overlaps in time (rows as `note_table` gives them)."""
     start, end, key = table[:, 0], table[:, 0] + table[:, 2], table[:, 1]
-    overlaps = (key[:, None] == key[None, :]) & (start[:, None] < end[None, :]) & (start[None, :] < end[:, None])
+    overlaps = (
+        (key[:, None] == key[None, :]) & (start[:, None] < end[None, :]) & (start[None, :] < end[:, None])
+    )
     np.fill_diagonal(overlaps, False)
     return overlaps.any(axis=1)
 
