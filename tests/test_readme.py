@@ -47,6 +47,9 @@ NOT_RUN = {
     "train.py experiment=piano_midi trainer=ddp trainer.devices=4 trainer.num_nodes=2 "
     "hydra.run.dir=logs/piano_midi/run1": "two machines of 4 GPUs",
     "tensorboard --logdir logs": "a server that runs until stopped; tensorboard's own command",
+    "python -m lm_music.mlflow_server": "a server that runs until stopped (tests/test_mlflow.py starts one)",
+    "export MLFLOW_TRACKING_URI=http://127.0.0.1:5000": "a shell setting for the lines after it; the test runs "
+    "them against the local store (tests/test_mlflow.py against a server)",
 }
 
 # The lines run by default (a few seconds each); every other line's run is marked slow (a training run
@@ -139,6 +142,7 @@ def train_overrides(command: Command) -> list[list[str]] | None:
 class Runs:
     music: Path  # a tiny Nottingham run folder (python train.py experiment=nottingham)
     lyrics: Path  # a tiny conditional lyrics run folder
+    events: Path  # a tiny event-token run folder (python train.py experiment=pop909_events)
     exported: Path  # the music run exported (python -m lm_music.export)
 
     def checkpoint(self, run: Path, name: str = "best") -> Path:
@@ -153,15 +157,22 @@ LOGS_CKPT = re.compile(r"logs/(?P<task>\w+)/runs/DATE_TIME/checkpoints/(?P<name>
 PLACEHOLDER = re.compile(r"\b(PATH|DIR|DATE_TIME|YOUR_NAME|HOST0)\b|\.\.\.")
 
 
-def small_midi_folder(root: Path) -> Path:
-    """A MIDI folder of 12 real files (train/ valid/ test/), links into the test data."""
-    folder = root / "midi_folder"
+def small_midi_folder(root: Path, source: str = "nottingham_jukedeck") -> Path:
+    """A MIDI folder of 12 real files of `source` (train/ valid/ test/), links into the test data."""
+    folder = root / f"midi_folder_{source}"
     if not folder.exists():
         for split, count in (("train", 8), ("valid", 2), ("test", 2)):
             (folder / split).mkdir(parents=True)
-            for file in sorted((MIDI_DIR / "nottingham_jukedeck" / split).glob("*.mid"))[:count]:
+            for file in sorted((MIDI_DIR / source / split).glob("*.mid"))[:count]:
                 (folder / split / file.name).symlink_to(file)
     return folder
+
+
+def run_of(runs: "Runs", task: str) -> Path:
+    """The tiny run a `logs/TASK/runs/DATE_TIME/...` path of the README stands for."""
+    if task.startswith("lyrics"):
+        return runs.lyrics
+    return runs.events if task.endswith("_events") else runs.music
 
 
 def map_placeholders(command: Command, runs: Callable[[], "Runs"], scratch: Path) -> list[str]:
@@ -180,13 +191,14 @@ def map_placeholders(command: Command, runs: Callable[[], "Runs"], scratch: Path
                 value = str(LYRICS_CSV if lyrics else POLYPHONIC / "JSB_Chorales.mat")
             elif value == "PATH/songdata.csv":
                 value = str(LYRICS_CSV)
+            elif value in ("PATH/pop909", "PATH/piano_midi_de"):  # a few of the folder's files
+                value = str(small_midi_folder(scratch, value.removeprefix("PATH/")))
             elif value.startswith("PATH/"):
                 value = str(POLYPHONIC / value.removeprefix("PATH/"))
         elif sep and key == "ckpt_path":
             found = LOGS_CKPT.fullmatch(value)
             if found:
-                run = runs().lyrics if found["task"].startswith("lyrics") else runs().music
-                value = str(runs().checkpoint(run, found["name"]))
+                value = str(runs().checkpoint(run_of(runs(), found["task"]), found["name"]))
             elif value == "...":
                 value = str(runs().checkpoint(runs().lyrics if lyrics else runs().music))
             elif value == "PATH/TO/best.ckpt":
@@ -267,6 +279,8 @@ def cheap_train_args(args: list[str], scratch: Path) -> list[str]:
     )
     if cfg.data._target_.endswith("LyricsDataModule"):
         extra.update({"data.max_len": 200, "data.batch_size": 16})
+    if cfg.data._target_.endswith("EventDataModule"):
+        extra.update({"data.max_len": 128, "data.eval_max_len": 256})
     extra["hydra.sweep.dir"] = scratch / "multirun"
     if "hydra.run.dir" not in keys_set(args):
         extra["hydra.run.dir"] = scratch / "run"
@@ -318,23 +332,28 @@ def readme_data(tmp_path_factory, chorale_cache) -> Path:
 
 @pytest.fixture(scope="session")
 def readme_runs(tmp_path_factory, readme_data) -> Runs:
-    """The runs the README's `ckpt_path=...` stand for: a tiny Nottingham run, a tiny conditional lyrics run
-    (both by train.py, so they have their .hydra/ folders), and the music run exported."""
+    """The runs the README's `ckpt_path=...` stand for: a tiny Nottingham run, a tiny conditional lyrics run,
+    a tiny POP909 event-token run (all by train.py, so they have their .hydra/ folders), and the music run
+    exported."""
     root = tmp_path_factory.mktemp("readme_runs")
     cwd = workdir(root / "work", readme_data)
-    music, lyrics = root / "music_run", root / "lyrics_run"
+    music, lyrics, events = root / "music_run", root / "lyrics_run", root / "events_run"
     for run, line in (
         (music, ["experiment=nottingham"]),
         (lyrics, ["experiment=lyrics_conditional", f"data.path={LYRICS_CSV}"]),
+        (events, ["experiment=pop909_events", f"data.path={small_midi_folder(root, 'pop909')}"]),
     ):
         check(
             python("train.py", cheap_train_args([*line, f"hydra.run.dir={run}"], root), cwd),
             f"train.py {line}",
         )
     exported = root / "my-model"
-    best = Runs(music, lyrics, exported).checkpoint(music)
-    check(python("lm_music.export", [f"ckpt_path={best}", f"out_dir={exported}"], cwd), "export")
-    return Runs(music, lyrics, exported)
+    runs = Runs(music, lyrics, events, exported)
+    check(
+        python("lm_music.export", [f"ckpt_path={runs.checkpoint(music)}", f"out_dir={exported}"], cwd),
+        "export",
+    )
+    return runs
 
 
 # --- the tests
