@@ -1,6 +1,6 @@
 """Training throughput of the original model size (2 x 512 LSTM, embedding 512), fp32 and bf16.
 
-    python bench/throughput.py [--quick] [--task lyrics music] [--precision 32-true bf16-mixed]
+    python bench/throughput.py [--quick] [--task lyrics music events] [--precision 32-true bf16-mixed]
                                [--steps 3] [--music-steps 10] [--warmup 1] [--max-len 1000] [--threads 2]
                                [--arch rnn|transformer]
 
@@ -11,8 +11,10 @@ For each task and precision, on the same batches of the project's data module, i
              (torch.autocast for bf16), run from the callback after each Lightning step, timed apart;
   kernel     nn.LSTM + Linear + loss, forward + backward, on a dense random batch of the batch's shape
              (`--arch rnn` only; the Transformer's FLOP/s against a matmul: bench/transformer.py).
-`--arch transformer` times the Transformer of conf/model/{char,pianoroll}_transformer.yaml's sizes instead.
-Throughput counts real (unpadded) predicted positions: characters (lyrics) or frames (music); the kernel
+`--arch transformer` times the Transformer of conf/model/{char,pianoroll,event}_transformer.yaml's sizes instead.
+`events`: REMI tokens of POP909 in windows of `--max-len` tokens, batches of 8, as `experiment=pop909_events`,
+with conf/model/event_{rnn,transformer}.yaml's sizes (no kernel row: its LSTM is not the 512-input one here).
+Throughput counts real (unpadded) predicted positions: characters (lyrics), frames (music) or tokens; the kernel
 counts every position of its dense batch. Figures are medians over the timed steps, ratios are medians of
 per-batch ratios (the same batch in both paths). Model FLOPs per position = 6 x W, W = the weights of the
 LSTM's and the output layer's matrices (2 FLOPs per weight forward, x3 for forward + backward; the
@@ -43,8 +45,10 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import hardware, one_epoch_trainer  # noqa: E402
 
+from lm_music.data.events import EventDataModule  # noqa: E402
 from lm_music.data.lyrics import LyricsDataModule  # noqa: E402
 from lm_music.data.pianoroll import PianoRollDataModule  # noqa: E402
+from lm_music.modules.events import EventLM  # noqa: E402
 from lm_music.modules.lyrics import LyricsLM  # noqa: E402
 from lm_music.modules.pianoroll import PianoRollLM  # noqa: E402
 
@@ -114,28 +118,38 @@ def make(task: str, args) -> tuple[pl.LightningDataModule, Callable]:
         dm = LyricsDataModule(str(DATA / "lyrics" / "songdata_head.csv"), max_len=args.max_len, batch_size=50)
         dm.setup("fit")
         return dm, lambda: LyricsLM(**dm.model_kwargs(), **sizes("char", args.arch))
+    if task == "events":
+        dm = EventDataModule(
+            str(DATA / "midi" / "pop909"),
+            max_len=args.max_len,
+            batch_size=8,
+            cache_dir=str(ROOT / "data" / "cache"),
+        )
+        dm.setup("fit")
+        return dm, lambda: EventLM(**dm.model_kwargs(), **sizes("event", args.arch))
     dm = PianoRollDataModule(path=str(DATA / "polyphonic" / "Nottingham.mat"), batch_size=args.music_batch)
     dm.setup("fit")
     return dm, lambda: PianoRollLM(**dm.model_kwargs(), **sizes("pianoroll", args.arch))
 
 
 def sizes(model: str, arch: str) -> dict:
-    """The network's settings of conf/model/{model}_transformer.yaml; the RNN's are the classes' defaults."""
-    if arch == "rnn":
+    """The network's settings of conf/model/{model}_transformer.yaml (event models: event_rnn.yaml too); the
+    other RNNs' are the classes' defaults."""
+    if arch == "rnn" and model != "event":
         return {}
-    cfg = OmegaConf.load(ROOT / "conf" / "model" / f"{model}_transformer.yaml")
-    return {
-        k: v for k, v in cfg.items() if k in ("arch", "d_model", "n_layer", "n_head", "context", "dropout")
-    }
+    cfg = OmegaConf.load(ROOT / "conf" / "model" / f"{model}_{arch}.yaml")
+    keys = ("arch", "d_model", "n_layer", "n_head", "context", "dropout", "hidden_size", "embedding_dim")
+    return {k: v for k, v in cfg.items() if k in keys + (("num_layers",) if arch == "rnn" else ())}
 
 
 def measure(task: str, precision: str, dm, new_module, args) -> dict:
-    timed = args.steps if task == "lyrics" else args.music_steps
+    timed = args.music_steps if task == "music" else args.steps
     torch.manual_seed(0)
     module, plain = new_module(), new_module()
     plain.load_state_dict(module.state_dict())
-    outputs = len(dm.vocab) if task == "lyrics" else 88
-    bench = Interleaved(dm, plain, outputs, precision == "bf16-mixed", kernel=args.arch == "rnn")
+    outputs = len(dm.vocab) if task == "lyrics" else len(dm.codec) if task == "events" else 88
+    kernel = args.arch == "rnn" and task != "events"
+    bench = Interleaved(dm, plain, outputs, precision == "bf16-mixed", kernel=kernel)
     trainer = one_epoch_trainer(
         devices=1,
         precision=precision,
@@ -160,10 +174,10 @@ def measure(task: str, precision: str, dm, new_module, args) -> dict:
         "benchmark": "throughput",
         "task": task,
         "arch": args.arch,
-        "unit": "characters/s" if task == "lyrics" else "frames/s",
+        "unit": {"lyrics": "characters/s", "events": "tokens/s"}.get(task, "frames/s"),
         "precision": precision,
         "batch_size": dm.batch_size,
-        "max_len": args.max_len if task == "lyrics" else None,
+        "max_len": args.max_len if task != "music" else None,
         "timed_steps": timed,
         "mean_batch_shape": [round(statistics.mean(b.shapes[i][0][k] for i in steps), 1) for k in (0, 1)],
         "padding_share": round(1 - sum(real.values()) / sum(dense.values()), 4),
@@ -193,12 +207,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--task", nargs="+", default=["lyrics", "music"], choices=["lyrics", "music"])
+    parser.add_argument(
+        "--task", nargs="+", default=["lyrics", "music"], choices=["lyrics", "music", "events"]
+    )
     parser.add_argument("--precision", nargs="+", default=["32-true", "bf16-mixed"])
-    parser.add_argument("--steps", type=int, default=3, help="timed lyrics steps per path")
+    parser.add_argument("--steps", type=int, default=3, help="timed lyrics and events steps per path")
     parser.add_argument("--music-steps", type=int, default=10, help="timed music steps per path")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (at least 1)")
-    parser.add_argument("--max-len", type=int, default=1000, help="lyrics windows (data.max_len)")
+    parser.add_argument("--max-len", type=int, default=1000, help="lyrics and events windows (data.max_len)")
     parser.add_argument("--music-batch", type=int, default=32, help="Nottingham batch size")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--arch", default="rnn", choices=["rnn", "transformer"])
