@@ -5,6 +5,7 @@ datasets below; what it says of the model comes from its task (`lm_music.tasks`)
 """
 
 import json
+import shlex
 from pathlib import Path
 
 import yaml
@@ -72,8 +73,8 @@ UNKNOWN_DATASET = {
 
 def card_command(overrides: list[str]) -> str:
     """The training command as a user types it: no paths of the machine it ran on (a data file becomes
-    `PATH/NAME`, where-to-write settings are left out), and no `ckpt_path=last` (a resumed run ends as the
-    uninterrupted one would: tests/test_preemption.py)."""
+    `PATH/NAME`, where-to-write settings are left out), no `ckpt_path=last` (a resumed run ends as the
+    uninterrupted one would: tests/test_preemption.py), and quoted for the shell where a value has spaces."""
     shown = []
     for override in overrides:
         key, _, value = override.partition("=")
@@ -81,7 +82,7 @@ def card_command(overrides: list[str]) -> str:
             continue
         if key.lstrip("+") == "data.path":
             override = f"{key}=PATH/{Path(value).name}"
-        shown.append(override)
+        shown.append(shlex.quote(override))
     return " ".join(["python train.py", *shown])
 
 

@@ -23,6 +23,40 @@ def test_sample_py_with_no_arguments_writes_a_chorale(tmp_path):
         assert rate == 22050 and len(audio) > rate
 
 
+def test_the_shipped_lyrics_models_write_lyrics_with_no_data_and_no_training(tmp_path):
+    """In a folder with no data: the unconditional model continues its prime, the conditional one writes as
+    the author asked for, and an author it does not know is one line naming those it does."""
+    plain = run_script(
+        str(ROOT / "sample.py"),
+        "pretrained=lyrics",
+        "prime=The ",
+        "length=120",
+        "num_samples=2",
+        cwd=tmp_path,
+    )
+    assert plain.returncode == 0, plain.stderr
+    texts = (tmp_path / "samples" / "samples.txt").read_text()
+    assert texts.count("=== sample") == 2 and "\nThe " in texts and len(texts) > 200
+    authors = json.loads((PRETRAINED_DIR / "lyrics_authors" / "config.json").read_text())
+    known = authors["hyper_parameters"]["artists"]
+    assert "Fanny Crosby" in known and "Other authors" in known
+    by_author = run_script(
+        str(ROOT / "sample.py"),
+        "pretrained=lyrics_authors",
+        "artist=Fanny Crosby",
+        "length=80",
+        "num_samples=1",
+        "out_dir=crosby",
+        cwd=tmp_path,
+    )
+    assert by_author.returncode == 0, by_author.stderr
+    assert "=== sample 0 (Fanny Crosby) ===" in (tmp_path / "crosby" / "samples.txt").read_text()
+    unknown = run_script(str(ROOT / "sample.py"), "pretrained=lyrics_authors", "artist=Fanny", cwd=tmp_path)
+    lines = unknown.stderr.strip().splitlines()
+    assert unknown.returncode != 0 and "Traceback" not in unknown.stderr
+    assert "unknown artist 'Fanny'" in lines[-1] and "Fanny Crosby" in lines[-1]
+
+
 def test_pretrained_list_shows_every_shipped_model_with_its_summary(tmp_path):
     result = run_script(str(ROOT / "sample.py"), "pretrained=list", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -31,6 +65,8 @@ def test_pretrained_list_shows_every_shipped_model_with_its_summary(tmp_path):
     assert pretrained_names() == [
         "bach_chorales",
         "jsb_chorales",
+        "lyrics",
+        "lyrics_authors",
         "nottingham",
         "piano_midi",
     ]
@@ -59,6 +95,8 @@ SLOW = pytest.mark.slow
         pytest.param("nottingham", marks=SLOW),
         pytest.param("piano_midi", marks=SLOW),
         pytest.param("bach_chorales", marks=SLOW),  # music21's chorales are built first
+        pytest.param("lyrics", marks=SLOW),
+        pytest.param("lyrics_authors", marks=SLOW),
     ],
 )
 def test_each_shipped_model_rescores_to_its_card(name, tmp_path, chorale_cache):
@@ -91,6 +129,8 @@ def test_cards_give_the_command_a_user_types_without_paths_of_the_training_machi
         card_command(overrides)
         == "python train.py experiment=jsb_chorales data.path=PATH/JSB_Chorales.mat threads=1"
     )
+    spaced = ["experiment=lyrics_conditional", "data.others=Other authors"]
+    assert card_command(spaced) == "python train.py experiment=lyrics_conditional 'data.others=Other authors'"
     for name in pretrained_names():
         command = json.loads((PRETRAINED_DIR / name / "config.json").read_text())["training_command"]
         assert f"`{command}`" in (PRETRAINED_DIR / name / "README.md").read_text()
@@ -130,6 +170,8 @@ def card_samples_args(name: str, out) -> tuple[list[str], dict]:
         pytest.param("nottingham", marks=pytest.mark.slow),
         pytest.param("piano_midi", marks=pytest.mark.slow),
         pytest.param("bach_chorales", marks=pytest.mark.slow),  # music21's chorales are built first
+        pytest.param("lyrics", marks=pytest.mark.slow),
+        pytest.param("lyrics_authors", marks=pytest.mark.slow),
     ],
 )
 def test_each_cards_samples_section_is_what_its_command_gives(name, tmp_path):
