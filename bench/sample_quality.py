@@ -1,7 +1,7 @@
 """Does a better likelihood give samples more like the data? Test NLL beside the sample judgement.
 
     python bench/sample_quality.py --data ../shared/data/polyphonic/JSB_Chorales.mat --experiment jsb_chorales \
-        --epochs 30 [--pretrained jsb_chorales] [--threads 1] [--out bench/runs/sample_quality]
+        --epochs 30 [--max-time 00:00:26:00] [--pretrained jsb_chorales] [--threads 1] [--out bench/runs/sample_quality]
 
 Trains, with the experiment's settings and `--epochs` epochs, the LSTM with independent keys
 (`model.head=bernoulli`), the LSTM-NADE (the experiment's own model) and the Transformer-NADE
@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--experiment", required=True)
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--max-time", help="also stop each training after this long (DD:HH:MM:SS)")
     parser.add_argument("--pretrained")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "runs" / "sample_quality")
@@ -81,6 +82,7 @@ def main() -> None:
                     f"data.path={data}",
                     *overrides,
                     f"trainer.max_epochs={args.epochs}",
+                    *([f"trainer.max_time={args.max_time}"] if args.max_time else []),
                     f"threads={args.threads}",
                     "logger=csv",
                     "trainer.enable_progress_bar=false",
@@ -89,7 +91,8 @@ def main() -> None:
             )
         metrics = json.loads((run_dir / "metrics.json").read_text())
         judged = judge(f"ckpt_path={metrics['tested_checkpoint']}", data, run_dir / "evaluation")
-        rows.append({"model": name, "epochs": args.epochs, "test_nll": metrics["test/nll"], **judged})
+        epochs = metrics.get("epoch", args.epochs)  # fewer than --epochs where --max-time stopped it
+        rows.append({"model": name, "epochs": epochs, "test_nll": metrics["test/nll"], **judged})
     if args.pretrained:
         card = json.loads((ROOT / "lm_music" / "pretrained" / args.pretrained / "config.json").read_text())
         judged = judge(f"pretrained={args.pretrained}", data, args.out / args.experiment / "shipped")
