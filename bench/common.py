@@ -1,13 +1,16 @@
-"""What every benchmark script prints beside its figures: the machine and the software."""
+"""What every benchmark script shares: the machine and the software it prints beside its figures, and how it runs the project's commands."""
 
 import contextlib
 import os
 import platform
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def hardware() -> dict:
@@ -27,6 +30,13 @@ def hardware() -> dict:
         git = ["git", "rev-parse", "--short", "HEAD"]
         info["commit"] = subprocess.run(git, capture_output=True, text=True, check=True).stdout.strip()
     return info
+
+
+def run_python(command: list[str]) -> None:
+    """Run `python COMMAND...` in the repository; a failure ends the bench with the command and its stderr's tail."""
+    done = subprocess.run([sys.executable, *command], cwd=REPO, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"failed: {' '.join(command)}\n{done.stderr[-2000:]}")
 
 
 def one_epoch_trainer(**kwargs):

@@ -13,13 +13,12 @@ and the ceiling, and the features' means.
 
 import argparse
 import json
-import subprocess
 import sys
 from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import hardware  # noqa: E402
+from common import hardware, run_python  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {
@@ -29,14 +28,8 @@ MODELS = {
 }
 
 
-def run(command: list[str]) -> None:
-    done = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True)
-    if done.returncode:
-        sys.exit(f"failed: {' '.join(command)}\n{done.stderr[-2000:]}")
-
-
 def judge(model: str, data: Path, out: Path) -> dict:
-    run(
+    run_python(
         [
             "-m",
             "lm_music.evaluate",
@@ -75,7 +68,7 @@ def main() -> None:
     for name, overrides in MODELS.items():
         run_dir = args.out / args.experiment / name.split(",")[0].replace(" ", "_").lower()
         if not (run_dir / "metrics.json").is_file():
-            run(
+            run_python(
                 [
                     "train.py",
                     f"experiment={args.experiment}",

@@ -1,6 +1,6 @@
 """Which tokenizer models the same music best? REMI against TSD, with and without BPE, on the same files.
 
-    python bench/tokenizers.py --data ../shared/data/midi/pop909 [--minutes 9] [--threads 1] \
+    python bench/event_tokenizers.py --data ../shared/data/midi/pop909 [--minutes 9] [--threads 1] \
         [--only REMI TSD REMI+BPE TSD+BPE] [--out bench/runs/tokenizers]
 
 Each tokenizer trains the same small event LSTM (`model=event_rnn`, 1 x 256, windows of 512 tokens) on the
@@ -13,13 +13,12 @@ and nats per second: a token is not the same unit in two tokenizers, so nll_toke
 
 import argparse
 import json
-import subprocess
 import sys
 from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import hardware  # noqa: E402
+from common import hardware, run_python  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZERS = {
@@ -29,12 +28,6 @@ TOKENIZERS = {
     "TSD+BPE": ["data.tokenizer=TSD", "data.bpe_vocab_size=1000"],
 }
 MODEL = ["model=event_rnn", "model.num_layers=1", "model.hidden_size=256", "model.embedding_dim=128"]
-
-
-def run(command: list[str]) -> None:
-    done = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True)
-    if done.returncode:
-        sys.exit(f"failed: {' '.join(command)}\n{done.stderr[-2000:]}")
 
 
 def main() -> None:
@@ -49,7 +42,7 @@ def main() -> None:
     for name in args.only:
         run_dir = args.out / data.name / name.replace("+", "_").lower()
         if not (run_dir / "metrics.json").is_file():
-            run(
+            run_python(
                 [
                     "train.py",
                     "experiment=pop909_events",
@@ -69,7 +62,7 @@ def main() -> None:
             )
         metrics = json.loads((run_dir / "metrics.json").read_text())
         out = run_dir / "evaluation"
-        run(
+        run_python(
             [
                 "-m",
                 "lm_music.evaluate",
