@@ -50,6 +50,25 @@ DATASETS = {
         "shared under the same licence",
         "model_licence": "cc-by-sa-3.0",
     },
+    "pop909": {
+        "name": "POP909",
+        "id": "pop909",
+        "source": "POP909 (Wang et al., ISMIR 2020): 909 Chinese pop songs arranged for piano and played by "
+        "musicians (melody, bridge and piano tracks merged onto one piano), real velocities, unquantised "
+        "timing, the main version of each song, from music-x-lab/POP909-Dataset; valid and test follow the "
+        "split of the MIDI-BERT code (wazenmai/MIDI-BERT), the songs it leaves out are in train (737/86/86)",
+        "licence": "MIT (music-x-lab/POP909-Dataset)",
+        "model_licence": "mit",
+    },
+    "piano_midi_de": {
+        "name": "piano-midi.de (MIDI files)",
+        "id": "piano-midi-de",
+        "source": "Bernd Krueger's classical piano MIDI from piano-midi.de, with dynamics and tempo maps; "
+        "all movements of a work in one split",
+        "licence": "Bernd Krueger's MIDI files from piano-midi.de, CC BY-SA 3.0 Germany: the weights are "
+        "shared under the same licence",
+        "model_licence": "cc-by-sa-3.0",
+    },
     "public_domain_songs.csv": {
         "name": "Public-domain song words",
         "id": None,
