@@ -6,10 +6,11 @@ import json
 import pretty_midi
 import pytest
 import scipy.io.wavfile
+import symusic
 
 from lm_music.cards import card_command
 from lm_music.checkpoints import PRETRAINED_DIR, pretrained_names
-from tests.conftest import DATA_DIR, POLYPHONIC, ROOT, data_file, run_script, train_run
+from tests.conftest import DATA_DIR, MIDI_DIR, POLYPHONIC, ROOT, data_file, run_script, train_run
 
 
 def test_sample_py_with_no_arguments_writes_a_chorale(tmp_path):
@@ -57,6 +58,26 @@ def test_the_shipped_lyrics_models_write_lyrics_with_no_data_and_no_training(tmp
     assert "unknown artist 'Fanny'" in lines[-1] and "Fanny Crosby" in lines[-1]
 
 
+def test_the_shipped_event_model_plays_midi_with_dynamics_with_no_data(tmp_path):
+    """`pretrained=pop909` in a folder with no data: MIDI with more than one velocity, its picture and audio,
+    the same bytes for the same seed (the tokenizer travels in config.json)."""
+    args = ["pretrained=pop909", "num_samples=2", "length=256", "seed=1", "threads=1"]
+    first = run_script(str(ROOT / "sample.py"), *args, "out_dir=a", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "ungrammatical tokens dropped" in first.stdout
+    again = run_script(str(ROOT / "sample.py"), *args, "out_dir=b", "audio=false", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    velocities = set()
+    for i in range(2):
+        midi = tmp_path / "a" / f"sample_{i:03d}.mid"
+        assert midi.read_bytes() == (tmp_path / "b" / midi.name).read_bytes()
+        score = symusic.Score(str(midi))
+        assert score.note_num() > 20
+        velocities |= {n.velocity for track in score.tracks for n in track.notes}
+        assert midi.with_suffix(".png").stat().st_size > 1000 and midi.with_suffix(".wav").is_file()
+    assert len(velocities) > 3
+
+
 def test_pretrained_list_shows_every_shipped_model_with_its_summary(tmp_path):
     result = run_script(str(ROOT / "sample.py"), "pretrained=list", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -69,6 +90,7 @@ def test_pretrained_list_shows_every_shipped_model_with_its_summary(tmp_path):
         "lyrics_authors",
         "nottingham",
         "piano_midi",
+        "pop909",
     ]
     for name in pretrained_names():
         summary = json.loads((PRETRAINED_DIR / name / "config.json").read_text())["summary"]
@@ -84,6 +106,7 @@ RESCORE = {
     "bach_chorales": ["experiment=bach_chorales"],
     "lyrics": ["experiment=lyrics"],
     "lyrics_authors": ["experiment=lyrics_conditional", "data.min_songs=10", "data.others=Other authors"],
+    "pop909": ["experiment=pop909_events", f"data.path={MIDI_DIR / 'pop909'}"],
 }
 SLOW = pytest.mark.slow
 
@@ -97,6 +120,7 @@ SLOW = pytest.mark.slow
         pytest.param("bach_chorales", marks=SLOW),  # music21's chorales are built first
         pytest.param("lyrics", marks=SLOW),
         pytest.param("lyrics_authors", marks=SLOW),
+        pytest.param("pop909", marks=SLOW),  # 86 songs scored whole through the sliding window
     ],
 )
 def test_each_shipped_model_rescores_to_its_card(name, tmp_path, chorale_cache):
@@ -146,6 +170,7 @@ DATA_OF = {
     "Nottingham.mat": POLYPHONIC,
     "Piano_midi.mat": POLYPHONIC,
     "public_domain_songs.csv": DATA_DIR / "lyrics",
+    "pop909": MIDI_DIR,
 }
 
 
@@ -172,6 +197,7 @@ def card_samples_args(name: str, out) -> tuple[list[str], dict]:
         pytest.param("bach_chorales", marks=pytest.mark.slow),  # music21's chorales are built first
         pytest.param("lyrics", marks=pytest.mark.slow),
         pytest.param("lyrics_authors", marks=pytest.mark.slow),
+        pytest.param("pop909", marks=pytest.mark.slow),
     ],
 )
 def test_each_cards_samples_section_is_what_its_command_gives(name, tmp_path):
