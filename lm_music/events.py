@@ -208,9 +208,15 @@ class EventCodec:
         kept = self.grammatical(tokens)
         sequence = TokSequence(tokens=kept)
         self.tokenizer.complete_sequence(sequence)
-        return self.tokenizer.decode([sequence] if not self.tokenizer.one_token_stream else sequence), len(
-            tokens
-        ) - len(kept)
+        score = self.tokenizer.decode([sequence] if not self.tokenizer.one_token_stream else sequence)
+        if not score.tracks:
+            # symusic 0.6 writes the tempos and time signatures of a score with no track unsorted (a tempo
+            # at 0 after a time signature at 128 gets a negative delta: a corrupt file); an empty piano track
+            # makes it sort them, and a draw with no note is still a valid, silent MIDI file
+            import symusic
+
+            score.tracks.append(symusic.Track("Piano", 0))
+        return score, len(tokens) - len(kept)
 
     def error_rate(self, ids: Sequence[int]) -> float:
         """MidiTok's token-grammar error rate of ids (errors of type, time and duplicated notes per token)."""
