@@ -32,16 +32,16 @@ def test_multirun_leaves_a_run_dir_per_job_and_a_summary(tmp_path):
         "-m",
         *JSB,
         "model.hidden_size=8,12",
-        "seed=1,2",
+        "seed=2",
         "logger=many",
         f"hydra.sweep.dir={tmp_path}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir() and (p / "metrics.json").is_file())
-    assert jobs == ["0", "1", "2", "3"]
+    assert jobs == ["0", "1"]
     rows = _summary(tmp_path)
     assert [r["job"] for r in rows] == jobs
-    assert "model.hidden_size=12" in rows[3]["overrides"] and "seed=2" in rows[3]["overrides"]
+    assert "model.hidden_size=12" in rows[1]["overrides"] and "seed=2" in rows[1]["overrides"]
     assert all(float(r["val/nll"]) > 0 and float(r["test/nll"]) > 0 for r in rows)
     for job in jobs:  # W&B is finished between jobs: one offline run per job
         assert len(list((tmp_path / job / "wandb").glob("offline-run-*"))) == 1
