@@ -1,6 +1,7 @@
 """What every benchmark script shares: the machine and the software it prints beside its figures, and how it runs the project's commands."""
 
 import contextlib
+import json
 import os
 import platform
 import re
@@ -37,6 +38,24 @@ def run_python(command: list[str]) -> None:
     done = subprocess.run([sys.executable, *command], cwd=REPO, capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"failed: {' '.join(command)}\n{done.stderr[-2000:]}")
+
+
+def train_for(minutes: int, threads: int, run_dir: Path, overrides: list[str]) -> dict:
+    """`train.py OVERRIDES` for `minutes` (`trainer.max_time`) into `run_dir`, unless a finished run is there;
+    its metrics.json. Comparisons at an equal training time share this."""
+    if not (run_dir / "metrics.json").is_file():
+        run_python(
+            [
+                "train.py",
+                *overrides,
+                f"trainer.max_time=00:00:{minutes:02d}:00",
+                f"threads={threads}",
+                "logger=csv",
+                "trainer.enable_progress_bar=false",
+                f"hydra.run.dir={run_dir}",
+            ]
+        )
+    return json.loads((run_dir / "metrics.json").read_text())
 
 
 def one_epoch_trainer(**kwargs):

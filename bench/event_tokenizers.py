@@ -18,7 +18,7 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import hardware, run_python  # noqa: E402
+from common import hardware, run_python, train_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZERS = {
@@ -41,26 +41,21 @@ def main() -> None:
     data = args.data.resolve()
     for name in args.only:
         run_dir = args.out / data.name / name.replace("+", "_").lower()
-        if not (run_dir / "metrics.json").is_file():
-            run_python(
-                [
-                    "train.py",
-                    "experiment=pop909_events",
-                    f"data.path={data}",
-                    "data.max_len=512",
-                    "data.batch_size=16",
-                    *TOKENIZERS[name],
-                    *MODEL,
-                    "trainer.max_epochs=100",
-                    f"trainer.max_time=00:00:{args.minutes:02d}:00",
-                    "trainer.val_check_interval=0.5",
-                    f"threads={args.threads}",
-                    "logger=csv",
-                    "trainer.enable_progress_bar=false",
-                    f"hydra.run.dir={run_dir}",
-                ]
-            )
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        metrics = train_for(
+            args.minutes,
+            args.threads,
+            run_dir,
+            [
+                "experiment=pop909_events",
+                f"data.path={data}",
+                "data.max_len=512",
+                "data.batch_size=16",
+                *TOKENIZERS[name],
+                *MODEL,
+                "trainer.max_epochs=100",
+                "trainer.val_check_interval=0.5",
+            ],
+        )
         out = run_dir / "evaluation"
         run_python(
             [

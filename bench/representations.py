@@ -28,7 +28,7 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import hardware, run_python  # noqa: E402
+from common import hardware, run_python, train_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENS, FRAMES = 1024, 96  # sample lengths: the same number of beats (21.4 REMI tokens a beat here)
@@ -50,20 +50,7 @@ JUDGE = "remi_transformer"  # whose tokenizer and test pieces the common yardsti
 
 
 def train(name: str, data: Path, run_dir: Path, minutes: int, threads: int) -> dict:
-    if not (run_dir / "metrics.json").is_file():
-        run_python(
-            [
-                "train.py",
-                *MODELS[name]["run"],
-                f"data.path={data}",
-                f"trainer.max_time=00:00:{minutes:02d}:00",
-                f"threads={threads}",
-                "logger=csv",
-                "trainer.enable_progress_bar=false",
-                f"hydra.run.dir={run_dir}",
-            ]
-        )
-    return json.loads((run_dir / "metrics.json").read_text())
+    return train_for(minutes, threads, run_dir, [*MODELS[name]["run"], f"data.path={data}"])
 
 
 def judge(ckpt: str, out: Path, threads: int, length: int, samples_dir: Path | None = None) -> dict:
