@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import hardware  # noqa: E402
 
 from lm_music.data.lyrics import read_lyrics_csv  # noqa: E402
-from lm_music.evaluation import lyrics  # noqa: E402
+from lm_music.evaluation import copying, lyrics  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -83,7 +83,7 @@ def main() -> None:
     unigram = lyrics.floor_texts(chars, frequencies, [1000] * 64, seed=0)
     copied = [s[:1000] for s in songs if len(s) >= 1000][:64]
     for name, texts in (("unigram", unigram), ("copied", copied)):
-        seconds, stats = timed(lambda t=texts: lyrics.matching_statistics(songs, t), args.repeats)
+        seconds, stats = timed(lambda t=texts: copying.matching_statistics(songs, t), args.repeats)
         line = {
             "benchmark": "memorisation",
             "texts": f"{len(texts)} x 1000 characters, {name}",

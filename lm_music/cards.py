@@ -181,6 +181,17 @@ def samples_section(judged: dict | None, where: str) -> list[str]:
         values = (f["samples"], f["samples_max"], f["reference"], f["oa"], f["ceiling_oa"], f["floor_oa"])
         lines.append(f"| {name} | " + " | ".join(_figure(v) for v in values) + " |")
     lines += ["", "; ".join(f"`{k}`: {v}" for k, v in judged["descriptions"].items()) + ".", ""]
+    if judged.get("memorisation"):
+        copying, window = judged["memorisation"]["sets"], judged["memorisation"]["window"]
+        samples, real = copying["samples"], copying["reference"]
+        lines += [
+            f"Memorisation: the longest run of notes (pitch and onset interval) that a sample shares verbatim "
+            f"with one training piece is {samples['longest_copy_max']:.0f} notes (mean over the samples "
+            f"{samples['longest_copy_mean']:.1f}; the reference pieces: {real['longest_copy_max']:.0f}, mean "
+            f"{real['longest_copy_mean']:.1f}), and {samples['copied_windows']:.1%} of the samples' {window}-note "
+            f"windows are found in the training pieces ({real['copied_windows']:.1%} of the reference's).",
+            "",
+        ]
     if judged.get("reference_artists"):
         known = judged["reference_artists"]
         lines += [

@@ -125,7 +125,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 def main(argv: list[str]) -> None:
-    from lm_music.evaluation.report import table
+    from lm_music.evaluation.report import memorisation_lines, table
     from lm_music.threads import start_looking
 
     start_looking()
@@ -152,6 +152,9 @@ def main(argv: list[str]) -> None:
             f"artists: the model's likelihood picks the artist asked for in {artists['match_rate']:.0%} of the "
             f"samples (chance {artists['chance']:.0%})"
         )
+    if "memorisation" in result:
+        for line in memorisation_lines(result["memorisation"]):
+            print(f"memorisation: {line}")
     out = Path(str(cfg.out_dir))
     print(f"wrote {out / 'evaluation.json'}, {out / 'evaluation.png'}")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pretty_midi
+import torch
 
 from lm_music.errors import UserError
 from lm_music.midi import HIGHEST_PITCH, LOWEST_PITCH, UnreadableMidi
@@ -26,6 +27,11 @@ log = logging.getLogger(__name__)
 TOKENIZERS = ("REMI", "TSD", "MIDILike", "Structured")
 TRACKS = ("merge", "programs")  # every pitched track onto one piano, or each track's program kept as tokens
 SPECIAL = ("PAD_None", "BOS_None", "EOS_None")
+PITCHED = (
+    "Pitch",
+    "NoteOn",
+    "NoteOff",
+)  # the token types that carry a pitch (PitchDrum is a drum, not a key)
 
 
 def make_tokenizer(
@@ -225,8 +231,97 @@ class EventCodec:
         tokens = self.tokens(ids)
         return float(self.tokenizer.tokens_errors(TokSequence(tokens=tokens))) if tokens else 0.0
 
+    def grammar(self, prime_ids: Sequence[int], batch: int) -> "GrammarMask | None":
+        """The mask that keeps `batch` draws after `prime_ids` grammatical, or None for a BPE vocabulary (its
+        merged tokens span several types; their draws are cleaned by `decode` instead)."""
+        return None if self.tokenizer.is_trained else GrammarMask(self, prime_ids, batch)
+
+    def transposition(self, semitones: int) -> torch.Tensor:
+        """(2 * semitones + 1, V) ids: row `semitones + k` maps each id to the id of the same token `k`
+        semitones higher (Pitch, NoteOn, NoteOff; -1 where that leaves the tokenizer's pitch range), every
+        other id to itself.
+
+        Shifting the ids of these tokenizers is tokenizing the transposed score (a test checks it), without
+        tokenizing anew each batch. A BPE vocabulary merges pitches with other tokens: one line refuses it."""
+        if self.tokenizer.is_trained:
+            raise UserError(
+                "data.augment_transpose cannot shift the pitches of BPE tokens: set data.bpe_vocab_size=null "
+                "or data.augment_transpose=0"
+            )
+        vocab = self.tokenizer.vocab
+        table = torch.arange(len(self)).repeat(2 * semitones + 1, 1)
+        for token, i in vocab.items():
+            kind, _, value = token.partition("_")
+            if kind not in PITCHED:
+                continue
+            for k in range(-semitones, semitones + 1):
+                table[semitones + k, i] = vocab.get(f"{kind}_{int(value) + k}", -1)
+        return table
+
     def describe(self) -> str:
         """One line for logs and cards: the tokenizer, BPE size, velocity bins."""
         config = self.params.get("config", {})
         bpe = f", BPE {len(self)}" if self.tokenizer.is_trained else ""
         return f"{self.name}{bpe}, {config.get('num_velocities')} velocities"
+
+
+class GrammarMask:
+    """Which ids may come next in each of a batch of drawn sequences, so that the draws break none of the
+    rules MidiTok's `tokens_errors` counts: a token's type must follow the type before it (its
+    `tokens_types_graph`: a Pitch is followed by its Velocity, a Velocity by its Duration, ...), a Position
+    rises within its bar, and (MIDILike) a NoteOff ends a sounding note and a piece ends with none sounding
+    (duplicated notes are no error here: the tokenizers of `make_tokenizer` keep them). `mask(logits)` before
+    each draw, `update(ids)` after it. MidiTok checks finished sequences only, so these rules are written out
+    here; the one error this cannot prevent is a MIDILike note still sounding where the draw is cut off."""
+
+    def __init__(self, codec: EventCodec, prime_ids: Sequence[int], batch: int) -> None:
+        vocab = codec.tokenizer.vocab  # token -> id, no BPE
+        names = [None] * len(codec)
+        for token, i in vocab.items():
+            names[i] = token
+        kinds = [name.split("_")[0] for name in names]
+        self.types = sorted(set(kinds))
+        kind = torch.tensor([self.types.index(k) for k in kinds])
+        graph = codec.tokenizer.tokens_types_graph
+        never = torch.tensor([k in ("PAD", "BOS") for k in kinds])
+        # follows[t, j]: id j may come after a token of type t (the last row: after the start, anything)
+        self.follows = torch.zeros(len(self.types) + 1, len(codec), dtype=torch.bool)
+        for t, name in enumerate(self.types):
+            self.follows[t] = torch.tensor([k in graph.get(name, ()) for k in kinds])
+        self.follows[-1] = True
+        self.follows &= ~never
+        self.follows[:, codec.EOS] = True  # a draw may always end
+        self.kind, self.eos = kind, codec.EOS
+
+        def values(prefix: str) -> torch.Tensor:
+            return torch.tensor([int(n.split("_")[1]) if k == prefix else -1 for n, k in zip(names, kinds)])
+
+        self.position, self.note_on, self.note_off = values("Position"), values("NoteOn"), values("NoteOff")
+        self.bar = torch.tensor([k == "Bar" for k in kinds])
+        self.previous = torch.full((batch,), len(self.types))  # the start row
+        self.at = torch.full((batch,), -1)  # the position in the bar (-1: none yet)
+        self.sounding = torch.zeros(batch, 128, dtype=torch.long)  # notes on per pitch (MIDILike)
+        self.rows = torch.arange(batch)
+        for i in prime_ids:
+            self.update(torch.full((batch,), int(i)))
+
+    def mask(self, logits: torch.Tensor) -> torch.Tensor:
+        """logits (B, V) with the ids that cannot come next set to -inf."""
+        allowed = self.follows[self.previous].clone()
+        allowed &= (self.position[None] < 0) | (self.position[None] > self.at[:, None])
+        off = self.note_off >= 0
+        if off.any():  # a NoteOff only of a pitch that sounds
+            sounding = self.sounding[:, self.note_off.clamp(min=0)] > 0
+            allowed &= ~off[None] | sounding
+            allowed[:, self.eos] &= self.sounding.sum(1) == 0  # no end while a note sounds
+        return logits.masked_fill(~allowed.to(logits.device), float("-inf"))
+
+    def update(self, ids: torch.Tensor) -> None:
+        """The state after each row drew `ids` (B,)."""
+        ids = ids.cpu()
+        self.previous = self.kind[ids]
+        position = self.position[ids]
+        self.at = torch.where(position >= 0, position, torch.where(self.bar[ids], -1, self.at))
+        on, off = self.note_on[ids], self.note_off[ids]
+        self.sounding[self.rows[on >= 0], on[on >= 0]] += 1
+        self.sounding[self.rows[off >= 0], off[off >= 0]] -= 1

@@ -187,6 +187,8 @@ def _judge_samples(folder: Path, data: dict) -> dict:
         "features": features,
         "descriptions": result["descriptions"],
     }
+    if "memorisation" in result:
+        judged["memorisation"] = result["memorisation"]
     if "artists" in result:
         judged["artists"] = {k: result["artists"][k] for k in ("match_rate", "chance")}
     if "reference_artists" in result:

@@ -68,15 +68,23 @@ class TokenSampler(Sampler):
         top_p: float | None = None,
         generator: torch.Generator | None = None,
         labels: torch.Tensor | None = None,
+        grammar=None,
     ) -> list[list[int]]:
         """`num_samples` id lists drawn as one batch after `prime_ids`, up to `length` each, cut before the
-        end id where the model ends the piece (the prime not included)."""
+        end id where the model ends the piece (the prime not included). `grammar` (an `events.GrammarMask`)
+        masks the ids that cannot come next before each draw."""
         prime = torch.as_tensor(prime_ids, device=self.device).long()
+        draw = categorical_draw(temperature, top_k, top_p, generator)
+        if grammar is not None:
+            unmasked = draw
+
+            def draw(logits: torch.Tensor) -> torch.Tensor:
+                ids = unmasked(grammar.mask(logits))
+                grammar.update(ids)
+                return ids
+
         ids = generate(
-            lambda x, state: self.net(x, labels, state),
-            prime[None].expand(num_samples, -1),
-            length,
-            categorical_draw(temperature, top_k, top_p, generator),
+            lambda x, state: self.net(x, labels, state), prime[None].expand(num_samples, -1), length, draw
         )
         rows = ids.tolist()
         return [row[: row.index(self.codec.EOS)] if self.codec.EOS in row else row for row in rows]
@@ -157,11 +165,15 @@ class EventSampler(TokenSampler):
         top_k: int | None = None,
         top_p: float | None = None,
         generator: torch.Generator | None = None,
+        grammar: bool = True,
     ) -> list[list[int]]:
         """`num_samples` id lists drawn as one batch: the prime's ids (the start id when none), then up to
-        `length` drawn ids (fewer where the model ends the piece). Decode them with `codec.decode`."""
+        `length` drawn ids (fewer where the model ends the piece). Decode them with `codec.decode`. With
+        `grammar`, each draw is kept to the ids MidiTok's grammar lets follow (`events.GrammarMask`; not for
+        a BPE vocabulary); without it, what the model draws is what it gives."""
         prime = list(prime_ids) if prime_ids is not None else [self.codec.BOS]
-        rows = self.draw_ids(prime, num_samples, length, temperature, top_k, top_p, generator)
+        mask = self.codec.grammar(prime, num_samples) if grammar else None
+        rows = self.draw_ids(prime, num_samples, length, temperature, top_k, top_p, generator, grammar=mask)
         return [prime + row for row in rows]
 
 

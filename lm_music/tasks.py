@@ -15,7 +15,7 @@ import numpy as np
 import pretty_midi
 import torch
 
-from lm_music import events, midi
+from lm_music import events, midi, mirex
 from lm_music.errors import UserError
 from lm_music.io import atomic_path, write_text_atomic
 from lm_music.samplers import EventSampler, LyricsSampler, PianoRollSampler, Sampler
@@ -59,8 +59,16 @@ class RollSamples:
         )
 
 
+def refuse_option(key: str, options, takes: str) -> None:
+    """A sample option given to a model that does not take it: one line saying which models do."""
+    if options.get(key):
+        raise UserError(f"{key}= is for {takes} models; this model does not take it: leave it out")
+
+
 def draw_lyrics(sampler: LyricsSampler, options, generator: torch.Generator) -> TextSamples:
     """`options`: conf/sample.yaml's keys (prime, artist, top_k, top_p, ...)."""
+    refuse_option("prime_json", options, "event-token (e.g. pretrained=pop909)")
+    refuse_option("prime_midi", options, "music")
     artists = [options.artist] * options.num_samples if options.get("artist") else None
     if artists is None and sampler.conditional:
         artists = [sampler.artists[i % len(sampler.artists)] for i in range(options.num_samples)]
@@ -87,6 +95,7 @@ def write_lyrics(samples: TextSamples, out_dir: Path) -> list[Path]:
 def draw_music(sampler: PianoRollSampler, options, generator: torch.Generator) -> RollSamples:
     """`options`: conf/sample.yaml's keys (prime_midi, prime_frames, tempo, velocity, audio, ...)."""
     grid = {"frames_per_beat": sampler.frames_per_beat, "fs": sampler.fs}
+    refuse_option("prime_json", options, "event-token (e.g. pretrained=pop909)")
     prime = None
     if options.get("prime_midi"):
         if not Path(options.prime_midi).is_file():
@@ -136,10 +145,11 @@ class EventSamples:
     audio: list[np.ndarray] = field(default_factory=list)
     sample_rate: int = 22050
     audio_backend: str = ""
+    continuations: bool = False  # primed by a MIREX prompt: each continuation is also written in its format
 
     def __str__(self) -> str:
         notes = ", ".join(str(score.note_num()) for score in self.scores)
-        primed = f" ({self.primed} of prime_midi)" if self.primed else ""
+        primed = f" ({self.primed} of the prime)" if self.primed else ""
         audio = f"; audio rendered with {self.audio_backend}" if self.audio else ""
         return (
             f"{len(self.ids)} samples of {max(len(i) for i in self.ids)} tokens at most{primed}, notes {notes}; "
@@ -158,13 +168,17 @@ def prime_score(path: str, tracks: str):
 
 
 def draw_events(sampler: EventSampler, options, generator: torch.Generator) -> EventSamples:
-    """`options`: conf/sample.yaml's keys (prime_midi, prime_tokens, top_k, top_p, audio, ...)."""
+    """`options`: conf/sample.yaml's keys (prime_midi or prime_json, prime_tokens, top_k, top_p, audio, ...)."""
     codec = sampler.codec
     prime = None
+    if options.get("prime_json") and options.get("prime_midi"):
+        raise UserError("give prime_midi or prime_json, not both")
     if options.get("prime_midi"):
         prime = codec.encode(prime_score(options.prime_midi, codec.tracks), eos=False)[
             : 1 + options.prime_tokens
         ]
+    if options.get("prime_json"):  # the whole prompt: its bars fix where the continuation starts
+        prime = codec.encode(mirex.read_prompt(options.prime_json, options.velocity), eos=False)
     ids = sampler.sample(
         options.num_samples,
         options.length,
@@ -173,6 +187,7 @@ def draw_events(sampler: EventSampler, options, generator: torch.Generator) -> E
         top_k=options.get("top_k"),
         top_p=options.get("top_p"),
         generator=generator,
+        grammar=options.get("grammar", True),
     )
     decoded = [codec.decode(row) for row in ids]
     scores, dropped = [score for score, _ in decoded], [n for _, n in decoded]
@@ -189,6 +204,7 @@ def draw_events(sampler: EventSampler, options, generator: torch.Generator) -> E
         dropped,
         0 if prime is None else len(prime) - 1,
         sample_rate=options.sample_rate,
+        continuations=bool(options.get("prime_json")),
     )
     if options.get("audio"):
         for score in scores:
@@ -201,7 +217,7 @@ def draw_events(sampler: EventSampler, options, generator: torch.Generator) -> E
 
 def write_events(samples: EventSamples, out_dir: Path) -> list[Path]:
     """`sample_NNN.mid` (velocities, timing, pedal and tempo as the tokenizer keeps them), its velocity-shaded
-    roll `.png` and, when rendered, its `.wav`, sample by sample."""
+    roll `.png`, when rendered its `.wav`, and after a MIREX prompt its continuation `.json`, sample by sample."""
     written = []
     for i, (score, roll) in enumerate(zip(samples.scores, samples.rolls)):
         path = out_dir / f"sample_{i:03d}.mid"
@@ -209,6 +225,8 @@ def write_events(samples: EventSamples, out_dir: Path) -> list[Path]:
             score.dump_midi(str(tmp))
         midi.save_roll_png(roll, path.with_suffix(".png"), title=f"sample {i} (shade: velocity)")
         written += [path, path.with_suffix(".png")]
+        if samples.continuations:
+            written.append(mirex.write_generation(score, path.with_suffix(".json")))
         if samples.audio:
             midi.write_wav(path.with_suffix(".wav"), samples.audio[i], samples.sample_rate)
             written.append(path.with_suffix(".wav"))

@@ -105,6 +105,13 @@ def padding_share(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> f
     return 1.0 - real / padded if padded else 0.0
 
 
+def check_transpose(semitones: int) -> int:
+    """`data.augment_transpose`, checked: 0 (off) to 12 semitones either way."""
+    if not 0 <= semitones <= 12:
+        raise UserError(f"data.augment_transpose must be 0 (off) to 12 semitones, got {semitones}")
+    return semitones
+
+
 def pad_collate(items: list[tuple[np.ndarray, int]], pad_value: int = 0) -> dict[str, torch.Tensor]:
     """Pad sequences to the longest in the batch; `lengths` says how much of each row is real."""
     sequences = [torch.from_numpy(np.asarray(seq)) for seq, _ in items]
@@ -168,6 +175,13 @@ class SequenceDataModule(pl.LightningDataModule):
         self.seed = seed
         self.num_workers = num_workers
         self.datasets: dict[str, SequenceDataset] = {}
+
+    def augmentation_generator(self) -> torch.Generator | None:
+        """In training only, a generator seeded by the seed and the step, so a resumed run draws the same
+        data augmentation as an uninterrupted one; None elsewhere (validation and test see the data as is)."""
+        if self.trainer is None or not self.trainer.training:
+            return None
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.trainer.global_step)
 
     def model_kwargs(self) -> dict:
         """What the model takes from the data (vocabulary and artists, or grid and opening frames)."""

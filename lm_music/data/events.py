@@ -5,7 +5,8 @@ pieces. Each file is read by symusic (its pitched tracks merged onto one piano u
 tokenized with the start and end ids around it; files that cannot be read or have no notes are skipped with
 one warning naming each. With `bpe_vocab_size`, MidiTok trains BPE on the training pieces first. The ids,
 the tokenizer (its merges too) and each piece's notes and seconds are cached under a name hashed from the
-folder's files and the settings, so a second run reads no MIDI.
+folder's files and the settings, so a second run reads no MIDI. `augment_transpose` transposes training
+windows at random, as the piano rolls do.
 """
 
 import hashlib
@@ -17,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from lm_music.data.batching import SequenceDataModule, SequenceDataset
+from lm_music.data.batching import SequenceDataModule, SequenceDataset, check_transpose
 from lm_music.data.lyrics import windows
 from lm_music.data.pianoroll import SPLITS, fingerprint, midi_files, seeded_split
 from lm_music.errors import UserError
@@ -235,8 +237,10 @@ class EventDataModule(SequenceDataModule):
         test_fraction: float = 0.1,
         num_workers: int = 0,
         cache_dir: str = "data/cache",
+        augment_transpose: int = 0,
     ) -> None:
         super().__init__(batch_size, seed, num_workers)
+        self.augment_transpose = check_transpose(augment_transpose)
         for name, value in (("max_len", max_len), ("eval_max_len", eval_max_len)):
             if value is not None and value < 1:
                 raise UserError(f"data.{name} must be at least 1 (or null for whole pieces), got {value}")
@@ -256,6 +260,7 @@ class EventDataModule(SequenceDataModule):
         self.cache_dir = Path(cache_dir)
         self.adopted: dict | None = None
         self.codec: EventCodec | None = None
+        self.transposition: torch.Tensor | None = None
         self.counts: dict[str, dict[str, float]] = {}
         self.names: dict[str, list[str]] = {}
 
@@ -292,6 +297,8 @@ class EventDataModule(SequenceDataModule):
             ),
         )
         self.codec = EventCodec(data.tokenizer)
+        if self.augment_transpose:
+            self.transposition = self.codec.transposition(self.augment_transpose)
         for split, pieces in data.splits.items():
             stage_name = {"valid": "val"}.get(split, split)
             max_len = self.max_len if split == "train" else self.eval_max_len
@@ -309,6 +316,19 @@ class EventDataModule(SequenceDataModule):
             "/".join(str(len(self.names[s])) for s in ("train", "val", "test")),
             "/".join(str(int(self.counts[s]["tokens"])) for s in ("train", "val", "test")),
         )
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Training batches only: each window transposed by a random number of semitones (data augmentation,
+        as in Music Transformer), drawn among the shifts that keep every one of its notes on the 88 keys."""
+        generator = self.augmentation_generator()
+        if self.transposition is None or generator is None:
+            return batch
+        ids = batch["sequences"]
+        moved = self.transposition.to(ids.device)[:, ids]  # (shifts, B, T); padding stays padding
+        fits = (moved >= 0).all(-1).T.float().cpu()  # (B, shifts); no shift always fits
+        rows = torch.multinomial(fits, 1, generator=generator).squeeze(1).to(ids.device)
+        batch["sequences"] = moved[rows, torch.arange(len(ids), device=ids.device)]
+        return batch
 
     def model_kwargs(self) -> dict:
         """The tokenizer's full parameters, saved in the checkpoint, so sampling needs nothing else."""

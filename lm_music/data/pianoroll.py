@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lm_music.data.batching import SequenceDataModule, SequenceDataset
+from lm_music.data.batching import SequenceDataModule, SequenceDataset, check_transpose
 from lm_music.data.download import download
 from lm_music.errors import UserError
 from lm_music.io import atomic_path
@@ -465,11 +465,7 @@ class PianoRollDataModule(SequenceDataModule):
     ) -> None:
         super().__init__(batch_size, seed, num_workers)
         check_grid(frames_per_beat, fs)
-        if not 0 <= augment_transpose <= 12:
-            raise UserError(
-                f"data.augment_transpose must be 0 (off) to 12 semitones, got {augment_transpose}"
-            )
-        self.augment_transpose = augment_transpose
+        self.augment_transpose = check_transpose(augment_transpose)
         self.source = source
         self.path = path
         self.urls = list(urls or [])
@@ -521,8 +517,8 @@ class PianoRollDataModule(SequenceDataModule):
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         """Training batches only: transpose each piece by a random number of semitones (data augmentation),
         seeded by the seed and the step, so a resumed run draws the same shifts."""
-        if self.augment_transpose and self.trainer is not None and self.trainer.training:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.trainer.global_step)
+        generator = self.augmentation_generator()
+        if self.augment_transpose and generator is not None:
             shifts = torch.randint(
                 -self.augment_transpose,
                 self.augment_transpose + 1,

@@ -37,6 +37,18 @@ def piece_features(codec: EventCodec, ids: np.ndarray) -> dict[str, float]:
     return values
 
 
+def note_symbols(codec: EventCodec, ids: np.ndarray) -> np.ndarray:
+    """A piece's notes as `music.note_symbols`, onsets on the 16th-note grid."""
+    score, _ = codec.decode(ids)
+    notes = [track.notes.numpy() for track in score.tracks if not track.is_drum and track.note_num()]
+    if not notes:
+        return np.zeros(0, np.int64)
+    pitches = np.concatenate([n["pitch"] for n in notes])
+    onsets = np.round(np.concatenate([n["time"] for n in notes]) * FRAMES_PER_BEAT / score.ticks_per_quarter)
+    order = np.lexsort((pitches, onsets))
+    return music.note_symbols(pitches[order], onsets[order].astype(np.int64))
+
+
 def set_features(codec: EventCodec, pieces: list[np.ndarray]) -> dict[str, np.ndarray]:
     """Each feature over a set of pieces: name -> (pieces,) values."""
     rows = [piece_features(codec, ids) for ids in pieces]

@@ -9,6 +9,7 @@ unigram statistics), and computes the features of all the sets at once.
 import logging
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from lm_music.errors import UserError
 from lm_music.evaluation import events as event_features
 from lm_music.evaluation import lyrics, music
 from lm_music.evaluation.compare import check_reference
+from lm_music.evaluation.copying import memorisation_table
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +111,7 @@ class MusicKind:
         self.model = model
         self.grid = {"frames_per_beat": model.sampler.frames_per_beat, "fs": model.sampler.fs}
         self.bar_frames = music.bar_frames_of(**self.grid)
+        self.training = None  # the training split's rolls: what copying is measured against
 
     def drawn(self, samples) -> list[np.ndarray]:
         return list(samples.rolls)
@@ -200,6 +203,7 @@ class MusicKind:
             return sets
         splits, name = loaded["splits"], str(args.get("reference", "test"))
         reference, ceiling = splits[name], splits[CEILING_OF[name]]
+        self.training = splits["train"]
         return Sets(
             samples,
             reference,
@@ -221,7 +225,7 @@ class MusicKind:
         reference's."""
         means = {name: music.mean_transitions(values) for name, values in named.items()}
         reference = means.get("reference")
-        return {
+        out = {
             "pitch_class_transitions": {
                 name: {
                     "mean": matrix.round(5).tolist(),
@@ -230,6 +234,20 @@ class MusicKind:
                 for name, matrix in means.items()
             }
         }
+        if self.training is not None:
+            out["memorisation"] = note_memorisation(music.roll_note_symbols, self.training, named)
+        return out
+
+
+def note_memorisation(symbols, training: list, named: dict[str, list]) -> dict:
+    """Copying of notes (pitch and onset interval, `music.note_symbols`) from the training pieces, per set:
+    the longest run found verbatim in one training piece and the share of NOTE_WINDOW-note windows found."""
+    table = memorisation_table(
+        [symbols(piece) for piece in training],
+        {name: [symbols(piece) for piece in values] for name, values in named.items()},
+        music.NOTE_WINDOW,
+    )
+    return {"window": music.NOTE_WINDOW, "unit": "notes", "sets": table}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -384,6 +402,7 @@ class EventKind:
     def __init__(self, model) -> None:
         self.model = model
         self.codec = model.sampler.codec
+        self.training = None  # the training pieces' ids: what copying is measured against
 
     def drawn(self, samples) -> list[np.ndarray]:
         return [np.asarray(ids, dtype=np.int32) for ids in samples.ids]
@@ -453,6 +472,7 @@ class EventKind:
         ceiling = [ids[:longest] for ids in splits[CEILING_OF[name]]]
         same = splits[name] is splits[CEILING_OF[name]]  # reference_dir: one set of pieces
         lengths = [len(ids) for ids in samples]
+        self.training = None if same else splits["train"]
         sets = Sets(
             samples,
             reference,
@@ -474,7 +494,10 @@ class EventKind:
         return {name: event_features.set_features(self.codec, values) for name, values in named.items()}
 
     def extras(self, named: dict[str, list]) -> dict:
-        return {}
+        if self.training is None:
+            return {}
+        symbols = partial(event_features.note_symbols, self.codec)
+        return {"memorisation": note_memorisation(symbols, self.training, named)}
 
 
 KINDS["events"] = EventKind

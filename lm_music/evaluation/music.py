@@ -16,6 +16,7 @@ import numpy as np
 from lm_music.midi import LOWEST_PITCH, MAJOR_PROFILE, MINOR_PROFILE
 
 MAJOR_SCALE = np.array([0, 2, 4, 5, 7, 9, 11])  # natural minor scales are rotations: the same 12 pitch sets
+NOTE_WINDOW = 16  # notes: a run this long found verbatim in a training piece counts as a copied window
 POLYPHONY_THRESHOLD = 2  # MusPy's polyphony_rate default: frames with MORE than 2 keys sounding
 SCALES = np.zeros((12, 12), dtype=bool)  # SCALES[t]: the pitch classes of the major scale on tonic t
 for _tonic in range(12):
@@ -40,6 +41,19 @@ def notes(roll: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     _, t_off = np.nonzero(change.T == -1)
     order = np.lexsort((key_on, t_on))
     return key_on[order] + LOWEST_PITCH, t_on[order], (t_off - t_on)[order]
+
+
+def note_symbols(pitches: np.ndarray, onsets: np.ndarray) -> np.ndarray:
+    """Notes (sorted by onset, then pitch) as one symbol each: the pitch and the frames since the previous
+    onset (0 within a chord, capped at 255), what a run of notes copied from a training piece repeats."""
+    intervals = np.minimum(np.diff(onsets, prepend=onsets[:1]), 255) if len(onsets) else onsets
+    return (np.asarray(pitches, np.int64) << 8) | np.asarray(intervals, np.int64)
+
+
+def roll_note_symbols(roll: np.ndarray) -> np.ndarray:
+    """The note symbols of a roll (`note_symbols`)."""
+    pitches, onsets, _ = notes(roll)
+    return note_symbols(pitches, onsets)
 
 
 def _entropy(counts: np.ndarray) -> float:

@@ -143,3 +143,13 @@ def write_png(path: Path, result: dict, title: str) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
+
+
+def memorisation_lines(memorisation: dict) -> list[str]:
+    """A line per set of the copying of notes from the training pieces (`kinds.note_memorisation`)."""
+    window = memorisation["window"]
+    return [
+        f"{name}: longest run of notes found verbatim in a training piece {m['longest_copy_max']:.0f} "
+        f"(mean {m['longest_copy_mean']:.1f}); {m['copied_windows']:.1%} of {window}-note windows copied"
+        for name, m in memorisation["sets"].items()
+    ]
