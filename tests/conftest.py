@@ -14,12 +14,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from lm_music.errors import UserError
-from tests.data import locate
+from tests.data import QuietHandler, locate
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_DATA = locate()  # $LM_MUSIC_TEST_DATA, ../shared/data, or a cache filled on first use: tests/data.py
-DATA_DIR = TEST_DATA.root
-LYRICS_CSV = DATA_DIR / "lyrics" / "songdata_head.csv"
 
 
 def pytest_sessionstart(session) -> None:
@@ -29,11 +27,6 @@ def pytest_sessionstart(session) -> None:
         pytest.exit(
             f"error: {error}. See tests/data.py for where the tests look for their data.", returncode=2
         )
-
-
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
 
 
 @contextmanager
@@ -50,14 +43,26 @@ def serve(directory: Path, handler: type[SimpleHTTPRequestHandler] = QuietHandle
         thread.join()
 
 
-def data_file(path: str) -> Path:
-    """A file of the data folder, or a skip naming it when it is not there (files with no public source)."""
-    file = DATA_DIR / path
-    if not file.is_file():
-        pytest.skip(
-            f"{path} is not in {DATA_DIR} and has no public source: set LM_MUSIC_TEST_DATA to a folder with it"
+def data_path(path: str) -> Path:
+    """A file or folder of the test data by its path there ("midi/pop909"): the only way tests reach their
+    data, so that each one has its public source in tests/data_sources.tsv (a fresh clone fetches only those;
+    tests/test_data_locator.py walks every path the tests ask for). A file with no public source that is not
+    here skips the test, naming it."""
+    if not TEST_DATA.rows(path):
+        pytest.fail(
+            f"the tests ask for {path}, which has no row in tests/data_sources.tsv: add its public source "
+            f"(or a row of kind none, whose tests skip where it is missing)",
+            pytrace=False,
         )
-    return file
+    found = TEST_DATA.root / path
+    if not found.exists() and all(row.kind == "none" for row in TEST_DATA.rows(path)):
+        pytest.skip(
+            f"{path} is not in {TEST_DATA.root} and has no public source: set LM_MUSIC_TEST_DATA to a folder with it"
+        )
+    return found  # the others are there once the session starts: fill() fetched or made them
+
+
+LYRICS_CSV = data_path("lyrics/songdata_head.csv")
 
 
 # A model small enough to train in seconds on two cores; the configs' own sizes are the original's. One
@@ -126,9 +131,6 @@ def lyrics_run(tmp_path_factory) -> Path:
     return out
 
 
-POLYPHONIC = DATA_DIR / "polyphonic"
-MIDI_DIR = DATA_DIR / "midi"
-
 TINY_MUSIC = [
     "threads=1",
     "model.hidden_size=32",
@@ -157,7 +159,7 @@ def jsb_run(tmp_path_factory) -> Path:
         out,
         [
             "experiment=jsb_chorales",
-            f"data.path={POLYPHONIC / 'JSB_Chorales.mat'}",
+            f"data.path={data_path('polyphonic/JSB_Chorales.mat')}",
             *TINY_MUSIC,
             "trainer.max_epochs=2",  # test/nll 11.1 (10.9 after 4 epochs): the tests ask < 20
         ],

@@ -9,16 +9,25 @@ with lm_music's own downloader (sha256 checked, written atomically: a bad or par
 and the pickles of the original layout are made from the .mat files. A file with no public source
 (`lyrics/beatles.csv`) is not fetched: the few tests that read it skip, naming it.
 $LM_MUSIC_TEST_DATA_URL replaces https://raw.githubusercontent.com (a mirror, or a local server in a test).
+
+`python -m tests.data serve [DATA_DIR]` serves a filled data folder (by default the one located here) on 127.0.0.1 in the layout of the public
+sources (what .ci/run gives a clone that has no ../shared): it prints the URL for LM_MUSIC_TEST_DATA_URL.
 """
 
+import argparse
 import csv
 import hashlib
 import logging
 import os
 import pickle
+import signal
+import sys
+import tempfile
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +71,11 @@ class TestData:
     def __init__(self, root: Path, writable: bool, base_url: str = GITHUB_RAW) -> None:
         self.root, self.writable, self.base_url = Path(root), writable, base_url.rstrip("/")
         self.sources = read_manifest()
+
+    def rows(self, path: str) -> list[Source]:
+        """The manifest's rows for a path of the data folder: its own row, or, for a folder, those under it."""
+        path = path.strip("/")
+        return [s for s in self.sources if s.path == path or s.path.startswith(path + "/")]
 
     def missing(self) -> list[Source]:
         return [s for s in self.sources if not (self.root / s.path).is_file()]
@@ -120,6 +134,29 @@ class TestData:
             return error
 
 
+class QuietHandler(SimpleHTTPRequestHandler):
+    """Serves files without a log line per request."""
+
+    def log_message(self, *args):
+        pass
+
+
+def build_mirror(data_root: Path, www: Path, corrupt: str | None = None) -> None:
+    """The public sources' layout (OWNER/REPO/COMMIT/PATH) in `www`, as links into a filled data folder;
+    the file at path `corrupt` is copied with one byte changed instead."""
+    for source in read_manifest():
+        if source.kind != "github":
+            continue
+        served = Path(www) / source.source
+        served.parent.mkdir(parents=True, exist_ok=True)
+        if source.path == corrupt:
+            body = bytearray((data_root / source.path).read_bytes())
+            body[len(body) // 2] ^= 0xFF
+            served.write_bytes(bytes(body))
+        else:
+            served.symlink_to((Path(data_root) / source.path).resolve())
+
+
 def locate() -> TestData:
     """The data folder the tests read, by the order in this module's docstring."""
     base_url = os.environ.get("LM_MUSIC_TEST_DATA_URL", GITHUB_RAW)
@@ -130,3 +167,30 @@ def locate() -> TestData:
         return TestData(shared, False, base_url)
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lm_music" / "test-data"
     return TestData(cache, True, base_url)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.data", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["serve"])
+    parser.add_argument(
+        "data_dir", type=Path, nargs="?", help="a filled data folder (default: located as above)"
+    )
+    parser.add_argument("--port", type=int, default=0, help="0: any free port")
+    args = parser.parse_args()
+    data = locate() if args.data_dir is None else TestData(args.data_dir, writable=False)
+    data.fill()
+    missing = [s.path for s in data.missing() if s.kind != "none"]
+    if missing:
+        raise SystemExit(
+            f"error: {data.root} lacks {len(missing)} files with a source, the first {missing[0]}"
+        )
+    with tempfile.TemporaryDirectory() as www:
+        build_mirror(data.root, Path(www))
+        httpd = ThreadingHTTPServer(("127.0.0.1", args.port), partial(QuietHandler, directory=www))
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` still removes the mirror's folder
+        print(f"http://127.0.0.1:{httpd.server_address[1]}", flush=True)
+        httpd.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,7 @@ import pytest
 import scipy.io.wavfile
 
 from tests.browser import CHROMEDRIVER, CHROMIUM, ROOT, chromium, fetch, serve_app, type_into, wait_for
-from tests.conftest import MIDI_DIR, sample_run
+from tests.conftest import data_path, sample_run
 
 SCREENSHOT = ROOT / "tests" / "screenshots" / "app.png"  # the README points here
 pytestmark = [
@@ -98,7 +98,7 @@ def test_bad_input_is_one_message_in_the_page_and_the_app_keeps_serving(app, bro
         browser.find_element("id", "generate").click()
         wait_for(browser, "body", 60, check=lambda e, m=message: m in e.text)
         type_into(browser, elem_id, 1 if elem_id == "temperature" else 16)
-    broken = MIDI_DIR / "unreadable" / "test-not-a-midi-file.mid"
+    broken = data_path("midi/unreadable/test-not-a-midi-file.mid")
     wait_for(browser, "#prime_midi input[type=file]").send_keys(str(broken))
     browser.find_element("id", "generate").click()
     wait_for(browser, "body", 60, check=lambda e: "cannot read MIDI file" in e.text)

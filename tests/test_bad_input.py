@@ -12,7 +12,7 @@ import torch
 from lm_music.checkpoints import load_checkpoint
 from lm_music.data.lyrics import LyricsDataModule, read_lyrics_csv
 from lm_music.errors import UserError
-from tests.conftest import LYRICS_CSV, POLYPHONIC, ROOT, TINY_LYRICS, run_script, train_run
+from tests.conftest import LYRICS_CSV, ROOT, TINY_LYRICS, data_path, run_script, train_run
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_sample_counts(tmp_path, args, message):
 def test_damaged_or_foreign_checkpoints_are_one_line(lyrics_run, tmp_path):
     good = (lyrics_run / "checkpoints" / "last.ckpt").read_bytes()
     (tmp_path / "truncated.ckpt").write_bytes(good[: len(good) // 2])
-    (tmp_path / "foreign.ckpt").write_bytes(POLYPHONIC.joinpath("JSB_Chorales.mat").read_bytes())
+    (tmp_path / "foreign.ckpt").write_bytes(data_path("polyphonic/JSB_Chorales.mat").read_bytes())
     for name in ("truncated.ckpt", "foreign.ckpt", "missing.ckpt"):
         with pytest.raises(UserError, match=name):
             load_checkpoint(tmp_path / name)
@@ -135,7 +135,7 @@ def test_a_lyrics_checkpoint_given_to_a_music_experiment(lyrics_run, tmp_path):
     result = run_script(
         "train.py",
         "experiment=jsb_chorales",
-        f"data.path={POLYPHONIC / 'JSB_Chorales.mat'}",
+        f"data.path={data_path('polyphonic/JSB_Chorales.mat')}",
         f"ckpt_path={lyrics_run / 'checkpoints' / 'last.ckpt'}",
         f"hydra.run.dir={tmp_path}",
         cwd=ROOT,
@@ -145,12 +145,12 @@ def test_a_lyrics_checkpoint_given_to_a_music_experiment(lyrics_run, tmp_path):
 
 def test_a_midi_folder_mixing_good_and_bad_files_trains_on_the_good_ones(tmp_path):
     """Good files train; unreadable, note-less and drums-only files are skipped and summed up in one line."""
-    from tests.conftest import MIDI_DIR, TINY_MUSIC
+    from tests.conftest import TINY_MUSIC
 
     folder = tmp_path / "midi"
     folder.mkdir()
-    good = sorted((MIDI_DIR / "nottingham_jukedeck" / "train").glob("*.mid"))[:12]
-    bad = list((MIDI_DIR / "unreadable").iterdir()) + [MIDI_DIR / "odd_but_valid" / "tonejs" / "beat.mid"]
+    good = sorted((data_path("midi/nottingham_jukedeck/train")).glob("*.mid"))[:12]
+    bad = list((data_path("midi/unreadable")).iterdir()) + [data_path("midi/odd_but_valid/tonejs/beat.mid")]
     for file in good + bad:
         (folder / file.name).symlink_to(file)
     (folder / "truncated.mid").write_bytes(good[0].read_bytes()[:40])
@@ -176,9 +176,8 @@ def test_absurd_tempos_still_give_a_roll(tmp_path):
     import pretty_midi
 
     from lm_music.midi import midi_to_roll
-    from tests.conftest import MIDI_DIR
 
-    source = pretty_midi.PrettyMIDI(str(MIDI_DIR / "nottingham_jukedeck" / "train" / "jigs318.mid"))
+    source = pretty_midi.PrettyMIDI(str(data_path("midi/nottingham_jukedeck/train/jigs318.mid")))
     for tempo in (4.0, 2_000.0, 100_000.0):  # MIDI holds tempos down to about 3.6 beats per minute
         pm = pretty_midi.PrettyMIDI(initial_tempo=tempo)
         pm.instruments = source.instruments

@@ -5,11 +5,11 @@ import textwrap
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import POLYPHONIC, TINY_MUSIC, train_run
+from tests.conftest import TINY_MUSIC, data_path, train_run
 
 JSB = [
     "experiment=jsb_chorales",
-    f"data.path={POLYPHONIC / 'JSB_Chorales.mat'}",
+    f"data.path={data_path('polyphonic/JSB_Chorales.mat')}",
     *TINY_MUSIC,
     "data.batch_size=16",
     "callbacks.sample_logger.every_n_epochs=100",

@@ -10,9 +10,9 @@ import pytest
 from lm_music.data.download import download
 from lm_music.data.pianoroll import SPLITS, load_splits, read_benchmark
 from lm_music.errors import UserError
-from tests.conftest import POLYPHONIC, QuietHandler, serve
+from tests.conftest import QuietHandler, data_path, serve
 
-JSB_MAT = POLYPHONIC / "JSB_Chorales.mat"
+JSB_MAT = data_path("polyphonic/JSB_Chorales.mat")
 JSB_SHA256 = "ac0e608527cc411c7e21ef7d38be47f0de7fb6b13b3ae168b8eccf1c2a9b18d4"
 
 

@@ -9,16 +9,17 @@ import math
 import numpy as np
 import pytest
 
+from lm_music.data.pianoroll import read_benchmark
 from lm_music.errors import UserError
 from lm_music.evaluate import main
-from lm_music.evaluation import lyrics, music
+from lm_music.evaluation import copying, lyrics, music
 from lm_music.evaluation.compare import check_reference, compare, compare_sets, mean_oa
 from lm_music.evaluation.kinds import LyricsKind, parse_samples_txt
 from lm_music.midi import LOWEST_PITCH, estimate_major_tonic
 from lm_music.tasks import TextSamples
-from tests.conftest import LYRICS_CSV, MIDI_DIR, POLYPHONIC, run_script
+from tests.conftest import LYRICS_CSV, data_path, run_script
 
-JSB = POLYPHONIC / "JSB_Chorales.mat"
+JSB = data_path("polyphonic/JSB_Chorales.mat")
 
 
 def roll_of(length: int, notes: list[tuple[int, int, int]]) -> np.ndarray:
@@ -225,10 +226,41 @@ def test_matching_statistics_are_exact():
     for _ in range(100):
         training = ["".join(rng.choice(list("ab\n"), size=int(rng.integers(0, 60)))) for _ in range(3)]
         texts = ["".join(rng.choice(list("abd"), size=int(rng.integers(1, 40)))) for _ in range(2)]
-        got = [m.tolist() for m in lyrics.matching_statistics(training, texts)]
+        got = [m.tolist() for m in copying.matching_statistics(training, texts)]
         assert got == [brute_matching_statistics(training, t) for t in texts], (training, texts)
+        # the same sequences as symbols (ints, as notes are): the same statistics
+        symbols = [
+            m.tolist()
+            for m in copying.matching_statistics([codes(s) for s in training], [codes(s) for s in texts])
+        ]
+        assert symbols == got
     # a span never runs from one training song into the next
-    assert lyrics.matching_statistics(["abc", "def"], ["cdef"])[0].tolist() == [1, 3, 2, 1]
+    assert copying.matching_statistics(["abc", "def"], ["cdef"])[0].tolist() == [1, 3, 2, 1]
+
+
+def codes(text: str) -> np.ndarray:
+    return np.array([1000 + ord(c) for c in text], dtype=np.int64)  # symbols past the characters' range
+
+
+def test_a_run_of_notes_copied_from_a_training_piece_is_found():
+    """A sample that quotes 30 frames of a JSB training chorale inside random chords: the run of notes it
+    shares with that chorale is found (its first note's interval differs, the rest match); the random chords
+    alone share a few notes at most."""
+    splits = read_benchmark(JSB)
+    training = splits["train"]
+    noise = music.floor_rolls(music.key_frequencies(training), [60, 60], seed=0)
+    quoted = training[5][10:40]
+    sample = np.concatenate([noise[0][:30], quoted, noise[0][30:]])
+    table = copying.memorisation_table(
+        [music.roll_note_symbols(r) for r in training],
+        {"quoting": [music.roll_note_symbols(sample)], "noise": [music.roll_note_symbols(noise[1])]},
+        music.NOTE_WINDOW,
+    )
+    notes_quoted = len(music.notes(quoted)[0])
+    assert notes_quoted > 40
+    assert table["quoting"]["longest_copy_max"] >= notes_quoted - 4  # the notes held over the cut differ
+    assert table["quoting"]["copied_windows"] > 0.1  # the windows inside the quote, of the whole sample
+    assert table["noise"]["longest_copy_max"] < 8 and table["noise"]["copied_windows"] == 0
 
 
 @pytest.fixture(scope="module")
@@ -285,7 +317,7 @@ def error_of(args: list[str]) -> str:
 def midi_folder(root, names: list[str]):
     root.mkdir(parents=True, exist_ok=True)
     for name in names:
-        (root / name).symlink_to(MIDI_DIR / "nottingham_jukedeck" / "test" / name)
+        (root / name).symlink_to(data_path("midi/nottingham_jukedeck/test") / name)
     return root
 
 
@@ -299,13 +331,13 @@ def test_bad_input_is_one_line_each(tmp_path, caplog):
     )
     unreadable = tmp_path / "unreadable"
     unreadable.mkdir()
-    for file in (MIDI_DIR / "unreadable").iterdir():
+    for file in (data_path("midi/unreadable")).iterdir():
         (unreadable / file.name).symlink_to(file)
     with caplog.at_level(logging.WARNING, logger="lm_music"):
         message = error_of([*base, f"reference_dir={four}", f"samples_dir={unreadable}"])
     assert "no readable MIDI file" in message
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    for file in (MIDI_DIR / "unreadable").iterdir():
+    for file in (data_path("midi/unreadable")).iterdir():
         assert sum(file.name in w for w in warnings) == 1, file.name
     one = midi_folder(tmp_path / "one", ["jigs1.mid"])
     assert "cannot be estimated from fewer than two" in error_of([*base, f"reference_dir={one}"])
@@ -329,11 +361,18 @@ def test_command_on_a_short_trained_jsb_model(jsb_run, tmp_path):
     assert len(result["features"]["reference"]["pitch_range"]) == 77
     assert set(result["comparisons"]["model"]) == set(music.FEATURES)
     assert result["pitch_class_transitions"]["reference"]["l1_to_reference"] == 0
+    copied = result["memorisation"]["sets"]
+    assert (
+        set(copied) == {"samples", "reference", "ceiling", "floor"} and result["memorisation"]["window"] == 16
+    )
+    assert (
+        copied["reference"]["longest_copy_max"] > copied["floor"]["longest_copy_max"]
+    )  # JSB repeats chorales
 
 
 @pytest.mark.slow
 def test_command_on_the_shipped_bach_model_and_on_a_folder(tmp_path):
-    names = sorted(p.name for p in (MIDI_DIR / "nottingham_jukedeck" / "test").glob("*.mid"))[:12]
+    names = sorted(p.name for p in (data_path("midi/nottingham_jukedeck/test")).glob("*.mid"))[:12]
     reference = midi_folder(tmp_path / "reference", names)
     out = tmp_path / "drawn"
     args = ["-m", "lm_music.evaluate", "pretrained=bach_chorales", f"reference_dir={reference}", "threads=1"]

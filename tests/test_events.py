@@ -12,14 +12,17 @@ import numpy as np
 import pretty_midi
 import pytest
 import symusic
+import torch
 
+from lm_music import mirex
 from lm_music.data.events import EventDataModule
 from lm_music.errors import UserError
-from lm_music.events import EventCodec, make_tokenizer, read_score
+from lm_music.events import EventCodec, make_tokenizer, read_score, tokenizer_params
 from lm_music.export import export
-from tests.conftest import MIDI_DIR, run_script, sample_run, train_run
+from lm_music.samplers import EventSampler
+from tests.conftest import data_path, run_script, sample_run, train_run
 
-POP909 = MIDI_DIR / "pop909"
+POP909 = data_path("midi/pop909")
 TINY_EVENTS = [
     "experiment=pop909_events",
     "threads=1",
@@ -99,6 +102,78 @@ def test_a_draw_with_no_note_decodes_to_a_valid_midi_file(tmp_path):
     assert read.get_tempo_changes()[0].tolist() == [0.0]
 
 
+@pytest.mark.parametrize("tokenizer", ["REMI", "TSD", "MIDILike"])
+def test_draws_kept_to_the_grammar_have_no_grammar_error(tokenizer):
+    """An untrained model draws tokens at random: unmasked, most break MidiTok's grammar; masked, none does
+    (MIDILike: but for the notes still sounding where the draw is cut off)."""
+    torch.manual_seed(0)
+    params = tokenizer_params(make_tokenizer(tokenizer))
+    sampler = EventSampler(params, arch="rnn", hidden_size=32, embedding_dim=16, num_layers=1)
+
+    def draws(grammar: bool) -> list[list[int]]:
+        return sampler.sample(8, 300, generator=torch.Generator().manual_seed(0), grammar=grammar)
+
+    raw = draws(False)
+    assert np.mean([sampler.codec.error_rate(row) for row in raw]) > 0.3
+    kept = draws(True)
+    if tokenizer == "MIDILike":  # close the notes the cut left sounding: then no error is left
+        vocab = sampler.codec.tokenizer.vocab
+        for row in kept:
+            tokens = sampler.codec.tokens(row)
+            if tokens[-1].startswith("NoteOn"):
+                row.append(vocab["Velocity_63"])
+            row.append(vocab["TimeShift_1.0.8"])  # the type a NoteOff may follow
+            for on in (token for token in vocab if token.startswith("NoteOn_")):
+                off = on.replace("NoteOn", "NoteOff")
+                row += [vocab[off]] * (tokens.count(on) - tokens.count(off))
+    assert all(sampler.codec.error_rate(row) == 0 for row in kept)
+    assert all(sampler.codec.decode(row)[1] == 0 for row in kept)  # nothing for the decoder to drop
+    assert all(sampler.codec.decode(row)[0].note_num() > 0 for row in kept)
+
+
+@pytest.mark.parametrize("tokenizer", ["REMI", "TSD", "MIDILike"])
+def test_shifting_the_ids_is_tokenizing_the_transposed_song(tokenizer):
+    score = read_score(POP909 / "test" / "011.mid")
+    codec = EventCodec.of(make_tokenizer(tokenizer))
+    table, ids = codec.transposition(5), codec.encode(score)
+    for k in (-5, -1, 3, 5):
+        assert np.array_equal(table[5 + k][ids].numpy(), codec.encode(score.shift_pitch(k)))
+    kind = "NoteOn" if tokenizer == "MIDILike" else "Pitch"
+    top = codec.tokenizer.vocab[f"{kind}_{codec.tokenizer.config.pitch_range[1]}"]
+    assert table[6, top] == -1 and table[4, top] >= 0  # off the tokenizer's range above, a key below
+
+
+def test_training_batches_are_transposed_within_the_keyboard_the_same_again_at_that_step(tmp_path):
+    import pytorch_lightning as pl
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "valid").mkdir()
+    for file in sorted((POP909 / "train").glob("*.mid"))[:3]:
+        shutil.copy(file, tmp_path / "train")
+    shutil.copy(POP909 / "test" / "011.mid", tmp_path / "valid")
+    module = EventDataModule(
+        str(tmp_path), cache_dir=str(tmp_path / "cache"), max_len=256, batch_size=8, augment_transpose=6
+    )
+    module.setup()
+    module.trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    batch = next(iter(module.train_dataloader()))
+    original = batch["sequences"]
+    module.trainer.training = True
+    moved = module.on_after_batch_transfer(dict(batch), 0)["sequences"]
+    assert torch.equal(module.on_after_batch_transfer(dict(batch), 0)["sequences"], moved)  # seeded by step
+    shifts = []
+    for row, before in zip(moved, original):
+        matches = [k for k in range(-6, 7) if torch.equal(module.transposition[6 + k][before], row)]
+        assert matches, "a row is not a transposition of its window"
+        shifts.append(matches[0])
+    assert len(set(shifts)) > 2  # drawn for each window, not one shift for all
+    tokens = module.codec.tokens(moved.flatten().tolist())
+    pitches = [int(t.split("_")[1]) for t in tokens if t.startswith("Pitch_")]
+    assert min(pitches) >= 21 and max(pitches) <= 109
+    module.trainer.training = False  # validation and test: the data as it is
+    assert torch.equal(module.on_after_batch_transfer(dict(batch), 0)["sequences"], original)
+
+
 TINY_TRANSFORMER = ["model.d_model=32", "model.n_layer=1", "model.n_head=2", "model.context=64"]
 TINY_LSTM = ["model=event_rnn", "model.hidden_size=32", "model.embedding_dim=16", "model.num_layers=1"]
 
@@ -138,6 +213,8 @@ def test_bpe_is_trained_on_the_training_pieces_and_travels_with_the_tokens(tmp_p
     codec = EventCodec(bpe.model_kwargs()["tokenizer"])
     decoded, dropped = codec.decode(bpe.datasets["val"].sequences[0])
     assert dropped == 0 and decoded.note_num() == bpe.counts["val"]["notes"]
+    with pytest.raises(UserError, match="cannot shift the pitches of BPE tokens"):
+        codec.transposition(2)
     with pytest.raises(UserError, match="data.bpe_vocab_size=100 must be larger than the base vocabulary"):
         EventDataModule(str(tmp_path), bpe_vocab_size=100, cache_dir=str(tmp_path / "c2")).setup()
 
@@ -213,16 +290,18 @@ def test_the_checkpoint_alone_samples_midi_with_dynamics_the_same_for_a_seed(eve
     written = sample_run([*args, f"prime_midi={prime}", "prime_tokens=64", f"out_dir={tmp_path}/p"])
     opening = [n.pitch for n in symusic.Score(str(written[0])).tracks[0].notes[:5]]
     assert opening == [n.pitch for n in read_score(prime).tracks[0].notes[:5]]  # it continues the prime
-    not_midi = MIDI_DIR / "unreadable" / "test-not-a-midi-file.mid"
+    not_midi = data_path("midi/unreadable/test-not-a-midi-file.mid")
     with pytest.raises(UserError, match=f"^cannot read MIDI file {not_midi} \\(MiniMidi: [^\n]*\\)$"):
         sample_run([*args, f"prime_midi={not_midi}", f"out_dir={tmp_path}/q"])
 
 
 NOTE_LESS = [
-    MIDI_DIR / "odd_but_valid" / "note_seq" / "example_event_order.mid",
-    MIDI_DIR / "odd_but_valid" / "tonejs" / "beat.mid",
+    data_path("midi/odd_but_valid/note_seq/example_event_order.mid"),
+    data_path("midi/odd_but_valid/tonejs/beat.mid"),
 ]
-UNREADABLE = [f for f in sorted((MIDI_DIR / "unreadable").glob("*.mid")) if "sysex" not in f.name]  # symusic
+UNREADABLE = [
+    f for f in sorted((data_path("midi/unreadable")).glob("*.mid")) if "sysex" not in f.name
+]  # symusic
 # reads the file whose running status a SysEx breaks (pretty_midi cannot): four are unreadable to both
 
 
@@ -274,3 +353,46 @@ def test_the_evaluator_judges_decoded_samples_with_the_expressive_features(event
     assert features["reference"]["grammar_errors"] == [0.0] * 4  # real pieces are the tokenizer's own
     assert min(features["reference"]["velocity_spread"]) > 5  # POP909 is played, not sequenced
     assert max(features["floor"]["grammar_errors"]) > 0.1  # independent tokens break the grammar
+
+
+def test_a_mirex_prompt_round_trips_and_its_continuation_is_written_in_the_format(tmp_path):
+    """The first 5 bars of a POP909 song as a MIREX 2025 prompt: read back and through the shipped model's
+    tokenizer it is the same notes at the same sixteenths; `sample.py prime_json=` continues it and writes
+    each continuation's bars 6-17 in the format."""
+    prompt = mirex.notes_in(read_score(POP909 / "test" / "011.mid"), 0, mirex.PROMPT_END)
+    file = tmp_path / "prompt.json"
+    file.write_text(json.dumps({"prompt": prompt}))
+    assert mirex.notes_in(mirex.read_prompt(file), 0, mirex.PROMPT_END) == prompt
+    shipped = json.loads((Path(mirex.__file__).parent / "pretrained" / "pop909" / "config.json").read_text())
+    codec = EventCodec(shipped["hyper_parameters"]["tokenizer"])
+    decoded, dropped = codec.decode(codec.encode(mirex.read_prompt(file)))
+    assert dropped == 0 and mirex.notes_in(decoded, 0, mirex.PROMPT_END) == prompt
+
+    out = tmp_path / "out"
+    args = ["pretrained=pop909", f"prime_json={file}", "num_samples=2", "length=400", "seed=0", "audio=false"]
+    written = sample_run([*args, "threads=1", f"out_dir={out}"])
+    assert out / "sample_001.json" in written
+    for i in range(2):
+        continued = json.loads((out / f"sample_{i:03d}.json").read_text())["generation"]
+        assert continued and all(n["start"] >= 80 and n["start"] + n["duration"] <= 272 for n in continued)
+        drawn = symusic.Score(str(out / f"sample_{i:03d}.mid"))
+        assert mirex.notes_in(drawn, 0, mirex.PROMPT_END)[: len(prompt) // 2] == prompt[: len(prompt) // 2]
+        # the same notes as the MIDI file (its overlapping notes of one key may pair their offs otherwise)
+        assert [(n["start"], n["pitch"]) for n in mirex.notes_in(drawn)] == [
+            (n["start"], n["pitch"]) for n in continued
+        ]
+
+    bad = tmp_path / "bad.json"
+    for body, message in (
+        ("{", "is not JSON"),
+        ('{"notes": []}', 'has no "prompt" list'),
+        ('{"prompt": [{"start": 90, "pitch": 60, "duration": 4}]}', "note 0 .* is outside the prompt"),
+        ('{"prompt": [{"start": 0, "pitch": 60}]}', "note 0 must have integer start, pitch and duration"),
+    ):
+        bad.write_text(body)
+        with pytest.raises(UserError, match=message):
+            mirex.read_prompt(bad)
+    with pytest.raises(
+        UserError, match="prime_json= is for event-token .* models; this model does not take it"
+    ):
+        sample_run(["pretrained=jsb_chorales", f"prime_json={file}", f"out_dir={tmp_path}/jsb"])

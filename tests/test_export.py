@@ -6,9 +6,9 @@ import pytest
 from lm_music.checkpoints import load_checkpoint, pretrained_names
 from lm_music.errors import UserError
 from lm_music.export import export
-from tests.conftest import POLYPHONIC, TINY_MUSIC, run_script, sample_run, train_run
+from tests.conftest import TINY_MUSIC, data_path, run_script, sample_run, train_run
 
-JSB_FILE = POLYPHONIC / "JSB_Chorales.mat"
+JSB_FILE = data_path("polyphonic/JSB_Chorales.mat")
 JSB = ["experiment=jsb_chorales", f"data.path={JSB_FILE}", *TINY_MUSIC]
 
 

@@ -6,9 +6,9 @@ import torch
 
 from lm_music.checkpoints import load_checkpoint, network_weights
 from lm_music.errors import UserError
-from tests.conftest import MIDI_DIR, TINY_MUSIC, run_script, train_run
+from tests.conftest import TINY_MUSIC, data_path, run_script, train_run
 
-NOTTINGHAM = MIDI_DIR / "nottingham_jukedeck"
+NOTTINGHAM = data_path("midi/nottingham_jukedeck")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from lm_music.data.lyrics import (
     windows,
 )
 from lm_music.errors import UserError
-from tests.conftest import LYRICS_CSV, data_file
+from tests.conftest import LYRICS_CSV, data_path
 
 
 def test_truncated_kaggle_head_keeps_complete_songs(caplog):
@@ -26,14 +26,14 @@ def test_truncated_kaggle_head_keeps_complete_songs(caplog):
 
 
 def test_text_column_is_configurable():
-    songs = read_lyrics_csv(data_file("lyrics/beatles.csv"), text_column="lyrics")
+    songs = read_lyrics_csv(data_path("lyrics/beatles.csv"), text_column="lyrics")
     assert 150 < len(songs) <= 175
     assert set(songs["artist"]) == {"The Beatles"} or songs["artist"].nunique() == 1
 
 
 def test_missing_column_names_the_columns_found():
     with pytest.raises(UserError, match=r"no text column 'text'.*'lyrics'.*data.text_column"):
-        read_lyrics_csv(data_file("lyrics/beatles.csv"))
+        read_lyrics_csv(data_path("lyrics/beatles.csv"))
     with pytest.raises(UserError, match=r"no artist column 'singer'.*'artist'"):
         read_lyrics_csv(LYRICS_CSV, artist_column="singer")
 

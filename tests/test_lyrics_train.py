@@ -7,7 +7,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lm_music.checkpoints import load_checkpoint, module_from_checkpoint
 from lm_music.data.lyrics import LyricsDataModule
-from tests.conftest import TINY_LYRICS, compose_train, data_file, run_script, train_run
+from tests.conftest import TINY_LYRICS, compose_train, data_path, run_script, train_run
 
 
 def test_training_learns_and_writes_its_run_dir(lyrics_run):
@@ -135,7 +135,7 @@ def test_train_script_bad_input_is_one_line(tmp_path):
 
 
 def test_train_script_names_the_columns_of_a_csv_without_the_text_column(tmp_path):
-    beatles = data_file("lyrics/beatles.csv")
+    beatles = data_path("lyrics/beatles.csv")
     column = run_script("train.py", "experiment=lyrics", f"data.path={beatles}", f"hydra.run.dir={tmp_path}")
     assert "no text column 'text'" in column.stderr and "'lyrics'" in column.stderr
 

@@ -19,8 +19,7 @@ from lm_music.midi import (
     seconds_to_frames,
     write_wav,
 )
-from tests.conftest import MIDI_DIR as MIDI
-from tests.conftest import POLYPHONIC
+from tests.conftest import data_path
 
 WHITE_KEYS = [0, 2, 4, 5, 7, 9, 11]
 
@@ -28,7 +27,7 @@ WHITE_KEYS = [0, 2, 4, 5, 7, 9, 11]
 @pytest.fixture(scope="module")
 def jsb_roll() -> np.ndarray:
     """A real benchmark piece (the first JSB training chorale), with rests inside."""
-    return scipy.io.loadmat(POLYPHONIC / "JSB_Chorales.mat")["traindata"][0][0].astype(np.uint8)
+    return scipy.io.loadmat(data_path("polyphonic/JSB_Chorales.mat"))["traindata"][0][0].astype(np.uint8)
 
 
 def white_key_share(roll: np.ndarray) -> float:
@@ -63,7 +62,7 @@ def test_beat_grid_does_not_depend_on_tempo(jsb_roll):
 
 def test_beat_grid_follows_an_expressive_tempo_map():
     # piano-midi.de files change tempo hundreds of times; notes still sit on sixteenths of the beat grid.
-    pm = load_midi(MIDI / "piano_midi_de" / "valid" / "chpn-p13.mid")
+    pm = load_midi(data_path("midi/piano_midi_de/valid/chpn-p13.mid"))
     assert len(pm.get_tempo_changes()[0]) > 100
     starts = np.array([note.start for inst in pm.instruments for note in inst.notes])
     positions = seconds_to_frames(pm, starts, frames_per_beat=4, fs=None)
@@ -72,7 +71,7 @@ def test_beat_grid_follows_an_expressive_tempo_map():
 
 def test_roll_ends_at_last_note_off_not_at_last_event():
     # DEB_PASS.MID has tempo events 200 s after its last note.
-    pm = load_midi(MIDI / "piano_midi_de" / "valid" / "DEB_PASS.MID")
+    pm = load_midi(data_path("midi/piano_midi_de/valid/DEB_PASS.MID"))
     last_note_off = max(note.end for inst in pm.instruments for note in inst.notes)
     assert pm.get_end_time() > last_note_off + 100
     roll, _ = midi_to_roll(pm, frames_per_beat=None, fs=10.0)
@@ -81,32 +80,33 @@ def test_roll_ends_at_last_note_off_not_at_last_event():
 
 
 def test_drums_and_notes_off_the_keyboard_are_dropped_and_counted():
-    roll, stats = midi_to_roll(MIDI / "odd_but_valid" / "pretty_midi" / "example.mid")
+    roll, stats = midi_to_roll(data_path("midi/odd_but_valid/pretty_midi/example.mid"))
     assert stats["dropped_drum_notes"] == 888 and stats["notes"] == 4068
     assert roll.dtype == np.uint8 and roll.shape[1] == NUM_KEYS
 
-    roll, stats = midi_to_roll(MIDI / "odd_but_valid" / "note_seq" / "example_event_order.mid")  # pitches 1-3
+    # pitches 1-3
+    roll, stats = midi_to_roll(data_path("midi/odd_but_valid/note_seq/example_event_order.mid"))
     assert roll.shape == (0, NUM_KEYS) and stats["dropped_out_of_range"] == 3
     assert midi_to_roll(pretty_midi.PrettyMIDI())[0].shape == (0, NUM_KEYS)
 
 
 def test_note_shorter_than_a_frame_gets_one_frame():
     # 0.023 s notes at time 0 (a quarter of a 0.25 s frame)
-    roll, _ = midi_to_roll(MIDI / "odd_but_valid" / "note_seq" / "example_is_drum.mid")
+    roll, _ = midi_to_roll(data_path("midi/odd_but_valid/note_seq/example_is_drum.mid"))
     assert roll.shape == (1, NUM_KEYS) and roll.sum() == 38
 
 
 @pytest.mark.parametrize(
     "file",
     [
-        "nottingham_jukedeck/train/ashover2.mid",  # D major key signature
-        "piano_midi_de/valid/chpn-p13.mid",  # F# major key signature
-        "odd_but_valid/pretty_midi/example.mid",  # no key signature: the key is estimated from the notes
+        "midi/nottingham_jukedeck/train/ashover2.mid",  # D major key signature
+        "midi/piano_midi_de/valid/chpn-p13.mid",  # F# major key signature
+        "midi/odd_but_valid/pretty_midi/example.mid",  # no key signature: the key is estimated from the notes
     ],
 )
 def test_transpose_to_c_puts_notes_on_white_keys(file):
-    plain, _ = midi_to_roll(MIDI / file)
-    moved, stats = midi_to_roll(MIDI / file, transpose_to_c=True)
+    plain, _ = midi_to_roll(data_path(file))
+    moved, stats = midi_to_roll(data_path(file), transpose_to_c=True)
     assert stats["transposed_by"] != 0
     assert white_key_share(plain) < 0.8 < white_key_share(moved)
     assert moved.sum() == plain.sum()

@@ -18,12 +18,12 @@ from lm_music.errors import UserError
 from lm_music.mlflow_server import SERVER_VENV, server_command, server_venv
 from lm_music.tracking_mlflow import RUN_FILE, check_server
 from tests.browser import CHROMEDRIVER, CHROMIUM, chromium, wait_for
-from tests.conftest import LYRICS_CSV, POLYPHONIC, ROOT, TINY_LYRICS, TINY_MUSIC, serve
+from tests.conftest import LYRICS_CSV, ROOT, TINY_LYRICS, TINY_MUSIC, data_path, serve
 
 SCREENSHOT = ROOT / "tests" / "screenshots" / "mlflow.png"  # the README points here
 JSB = [
     "experiment=jsb_chorales",
-    f"data.path={POLYPHONIC / 'JSB_Chorales.mat'}",
+    f"data.path={data_path('polyphonic/JSB_Chorales.mat')}",
     *TINY_MUSIC,
     "trainer.limit_val_batches=1",
     "trainer.limit_test_batches=1",

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lm_music.models.pianoroll_rnn import NADEHead
-from tests.conftest import POLYPHONIC, TINY_MUSIC, train_run
+from tests.conftest import TINY_MUSIC, data_path, train_run
 
 
 def _random_head(num_keys: int) -> NADEHead:
@@ -41,7 +41,9 @@ def test_nade_logits_equal_the_per_key_definition_on_real_chords():
     from lm_music.data.pianoroll import read_benchmark
 
     head = _random_head(num_keys=88)
-    frames = torch.from_numpy(read_benchmark(POLYPHONIC / "JSB_Chorales.mat")["test"][0]).float()[None]
+    frames = torch.from_numpy(read_benchmark(data_path("polyphonic/JSB_Chorales.mat"))["test"][0]).float()[
+        None
+    ]
     h = torch.randn(1, frames.shape[1], 6)
     below = torch.cumsum(frames.unsqueeze(-1) * head.W, dim=-2) - frames.unsqueeze(-1) * head.W
     hidden = torch.sigmoid(head.to_hidden_bias(h).unsqueeze(-2) + below)
@@ -59,7 +61,7 @@ def test_nade_sampling_respects_the_seed():
 
 
 def test_a_few_steps_of_rnn_nade_on_jsb_lower_the_loss(tmp_path):
-    common = ["experiment=jsb_chorales", f"data.path={POLYPHONIC / 'JSB_Chorales.mat'}", *TINY_MUSIC]
+    common = ["experiment=jsb_chorales", f"data.path={data_path('polyphonic/JSB_Chorales.mat')}", *TINY_MUSIC]
     common += ["model.head=nade", "trainer.limit_val_batches=2", "test=false"]
     common += ["callbacks.sample_logger.every_n_epochs=1"]
     before = train_run(tmp_path / "before", [*common, "trainer.max_steps=1"])
@@ -72,7 +74,7 @@ def test_transposition_augmentation_shifts_whole_pieces(tmp_path):
     from lm_music.data.batching import pad_collate
     from lm_music.data.pianoroll import read_benchmark, transpose_rolls
 
-    rolls = read_benchmark(POLYPHONIC / "JSB_Chorales.mat")["train"][:3]
+    rolls = read_benchmark(data_path("polyphonic/JSB_Chorales.mat"))["train"][:3]
     batch = pad_collate([(r, -1) for r in rolls])["sequences"]
     shifted = transpose_rolls(batch, [3, -2, 0])
     assert torch.equal(shifted[0, :, 3:], batch[0, :, :-3]) and torch.equal(

@@ -18,8 +18,7 @@ from lm_music.data.pianoroll import (
 )
 from lm_music.errors import UserError
 from lm_music.midi import LOWEST_PITCH, NUM_KEYS
-from tests.conftest import MIDI_DIR as MIDI
-from tests.conftest import POLYPHONIC
+from tests.conftest import data_path
 
 # From the data README: (sequences, time steps) per split.
 JSB = {"train": (229, 13807), "valid": (76, 4602), "test": (77, 4725)}
@@ -49,35 +48,38 @@ def assert_same(a, b) -> None:
 @pytest.mark.parametrize(
     "file, expected",
     [
-        ("JSB_Chorales.mat", JSB),
-        ("Nottingham.mat", NOTTINGHAM),
-        ("Piano_midi.mat", PIANO_MIDI),
-        ("bl_pickles/JSB Chorales.pickle", JSB),
-        ("bl_pickles/Nottingham.pickle", NOTTINGHAM),
-        ("bl_pickles/Piano-midi.de.pickle", PIANO_MIDI),
-        ("bl_pickles/jsb-chorales-quarter-original.pkl", JSB),  # numpy int64 pitches, Python 2 pickle
+        ("polyphonic/JSB_Chorales.mat", JSB),
+        ("polyphonic/Nottingham.mat", NOTTINGHAM),
+        ("polyphonic/Piano_midi.mat", PIANO_MIDI),
+        ("polyphonic/bl_pickles/JSB Chorales.pickle", JSB),
+        ("polyphonic/bl_pickles/Nottingham.pickle", NOTTINGHAM),
+        ("polyphonic/bl_pickles/Piano-midi.de.pickle", PIANO_MIDI),
+        (
+            "polyphonic/bl_pickles/jsb-chorales-quarter-original.pkl",
+            JSB,
+        ),  # numpy int64 pitches, Python 2 pickle
     ],
 )
 def test_benchmark_files(file, expected):
-    splits = read_benchmark(POLYPHONIC / file)
+    splits = read_benchmark(data_path(file))
     assert sizes(splits) == expected
     assert_rolls(splits)
 
 
 def test_jsb_pickles_and_mat_are_identical():
-    mat = read_benchmark(POLYPHONIC / "JSB_Chorales.mat")
-    assert_same(mat, read_benchmark(POLYPHONIC / "bl_pickles" / "JSB Chorales.pickle"))
-    assert_same(mat, read_benchmark(POLYPHONIC / "bl_pickles" / "jsb-chorales-quarter-original.pkl"))
+    mat = read_benchmark(data_path("polyphonic/JSB_Chorales.mat"))
+    assert_same(mat, read_benchmark(data_path("polyphonic/bl_pickles/JSB Chorales.pickle")))
+    assert_same(mat, read_benchmark(data_path("polyphonic/bl_pickles/jsb-chorales-quarter-original.pkl")))
 
 
 def test_benchmark_format_is_told_from_content_not_name(tmp_path):
     renamed = tmp_path / "jsb.download"
-    renamed.write_bytes((POLYPHONIC / "JSB_Chorales.mat").read_bytes())
+    renamed.write_bytes((data_path("polyphonic/JSB_Chorales.mat")).read_bytes())
     assert sizes(read_benchmark(renamed)) == JSB
 
 
 def test_bad_benchmark_files_are_user_errors(tmp_path):
-    jsb = read_benchmark(POLYPHONIC / "JSB_Chorales.mat")
+    jsb = read_benchmark(data_path("polyphonic/JSB_Chorales.mat"))
     cases = {
         "no_test.pickle": lambda f: pickle.dump({"train": [], "valid": []}, f),
         "pitch_200.pickle": lambda f: pickle.dump({"train": [[(60, 200)]], "valid": [], "test": []}, f),
@@ -111,21 +113,21 @@ def test_bad_benchmark_files_are_user_errors(tmp_path):
 
 @pytest.mark.slow
 def test_nottingham_midi_folder_as_benchmark():
-    splits = read_benchmark(MIDI / "nottingham_jukedeck", frames_per_beat=2)
+    splits = read_benchmark(data_path("midi/nottingham_jukedeck"), frames_per_beat=2)
     assert [len(splits[split]) for split in SPLITS] == [136, 32, 32]
     assert_rolls(splits)
 
 
 @pytest.mark.slow
 def test_piano_midi_de_folder_reads_every_file_including_upper_case_suffix():
-    splits, skipped = read_midi_folder(MIDI / "piano_midi_de", frames_per_beat=2)
+    splits, skipped = read_midi_folder(data_path("midi/piano_midi_de"), frames_per_beat=2)
     assert [len(splits[split]) for split in SPLITS] == [207, 44, 44]  # three of them end in .MID
     assert skipped == []
 
 
 @pytest.mark.slow
 def test_odd_but_valid_all_load():
-    splits, skipped = read_midi_folder(MIDI / "odd_but_valid", seed=0)
+    splits, skipped = read_midi_folder(data_path("midi/odd_but_valid"), seed=0)
     assert_rolls(splits)
     # 55 files; two have no notes on the keyboard (only drums; only pitches 1-3)
     assert sorted(Path(path).name for path, _ in skipped) == ["beat.mid", "example_event_order.mid"]
@@ -134,7 +136,7 @@ def test_odd_but_valid_all_load():
 
 
 def test_flat_folder_split_is_seeded(tmp_path):
-    for file in sorted((MIDI / "nottingham_jukedeck" / "valid").iterdir())[:20]:
+    for file in sorted((data_path("midi/nottingham_jukedeck/valid")).iterdir())[:20]:
         (tmp_path / file.name).symlink_to(file)
     splits, _ = read_midi_folder(tmp_path, seed=0)
     assert [len(splits[split]) for split in SPLITS] == [16, 2, 2]
@@ -144,15 +146,15 @@ def test_flat_folder_split_is_seeded(tmp_path):
 
 
 def test_unreadable_files_are_skipped_with_one_warning_each(tmp_path, caplog):
-    for file in (MIDI / "unreadable").iterdir():
+    for file in (data_path("midi/unreadable")).iterdir():
         (tmp_path / file.name).symlink_to(file)
     for name in ("ashover2.mid", "ashover27.mid", "ashover30.mid"):
-        (tmp_path / name).symlink_to(MIDI / "nottingham_jukedeck" / "train" / name)
+        (tmp_path / name).symlink_to(data_path("midi/nottingham_jukedeck/train") / name)
     with caplog.at_level(logging.WARNING, logger="lm_music"):
         splits, skipped = read_midi_folder(tmp_path, seed=0)
     assert [len(splits[split]) for split in SPLITS] == [1, 1, 1]
     assert sorted(Path(path).name for path, _ in skipped) == sorted(
-        p.name for p in (MIDI / "unreadable").iterdir()
+        p.name for p in (data_path("midi/unreadable")).iterdir()
     )
     assert all(reason for _, reason in skipped)
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
@@ -163,11 +165,11 @@ def test_unreadable_files_are_skipped_with_one_warning_each(tmp_path, caplog):
 
 def test_folder_with_only_unreadable_files_is_a_user_error():
     with pytest.raises(UserError, match="no readable MIDI file"):
-        read_midi_folder(MIDI / "unreadable")
+        read_midi_folder(data_path("midi/unreadable"))
 
 
 def test_split_subfolders_need_train_and_valid_and_test_is_optional(tmp_path, caplog):
-    tune = MIDI / "nottingham_jukedeck" / "train" / "ashover2.mid"
+    tune = data_path("midi/nottingham_jukedeck/train/ashover2.mid")
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "a.mid").symlink_to(tune)
     with pytest.raises(UserError, match="not both train/ and valid/"):
@@ -191,7 +193,7 @@ def test_bach_chorales_few():
 
 
 def test_cache_hit_does_not_build_and_keeps_rolls(tmp_path):
-    jsb = read_benchmark(POLYPHONIC / "JSB_Chorales.mat")
+    jsb = read_benchmark(data_path("polyphonic/JSB_Chorales.mat"))
     jsb["test"] = []  # an empty split survives the cache too
     key = {"source": "test", "frames_per_beat": 1}
     built = cached_splits(tmp_path, key, lambda: jsb)
@@ -210,7 +212,7 @@ def test_cache_hit_does_not_build_and_keeps_rolls(tmp_path):
 
 
 def test_corrupt_cache_is_rebuilt(tmp_path, caplog):
-    jsb = read_benchmark(POLYPHONIC / "JSB_Chorales.mat")
+    jsb = read_benchmark(data_path("polyphonic/JSB_Chorales.mat"))
     key = {"source": "test"}
     cached_splits(tmp_path, key, lambda: jsb)
     (cache_file,) = tmp_path.iterdir()
@@ -234,14 +236,16 @@ def test_corrupt_cache_is_rebuilt(tmp_path, caplog):
 
 def test_load_splits_sources(tmp_path):
     grid = {"frames_per_beat": 2, "fs": None, "transpose_to_c": False, "seed": 0}
-    mat = load_splits("benchmark", str(POLYPHONIC / "Nottingham.mat"), tmp_path, **grid)
+    mat = load_splits("benchmark", str(data_path("polyphonic/Nottingham.mat")), tmp_path, **grid)
     assert sizes(mat) == NOTTINGHAM
     assert not list(tmp_path.iterdir())  # benchmark files are read directly, not cached
 
-    folder = load_splits("midi_folder", str(MIDI / "nottingham_jukedeck"), tmp_path, **grid)
+    folder = load_splits("midi_folder", str(data_path("midi/nottingham_jukedeck")), tmp_path, **grid)
     assert [len(folder[split]) for split in SPLITS] == [136, 32, 32]
     assert len(list(tmp_path.glob("rolls-*.npz"))) == 1
-    assert_same(load_splits("midi_folder", str(MIDI / "nottingham_jukedeck"), tmp_path, **grid), folder)
+    assert_same(
+        load_splits("midi_folder", str(data_path("midi/nottingham_jukedeck")), tmp_path, **grid), folder
+    )
 
 
 @pytest.mark.parametrize(
@@ -250,14 +254,14 @@ def test_load_splits_sources(tmp_path):
         ("benchmark", "missing/JSB_Chorales.mat", {}, "not found: get JSB_Chorales.mat"),
         (
             "benchmark",
-            str(POLYPHONIC / "JSB_Chorales.mat"),
+            str(data_path("polyphonic/JSB_Chorales.mat")),
             {"frames_per_beat": None, "fs": 100.0},
             "fs=null",
         ),
         ("midi_folder", None, {}, "needs a path"),
         ("midi_folder", "missing_folder", {}, "does not exist"),
         ("bach_chorales", None, {"frames_per_beat": None, "fs": 100.0}, "fs=null"),
-        ("midi_folder", str(MIDI / "nottingham_jukedeck"), {"fs": 100.0}, "exactly one"),
+        ("midi_folder", str(data_path("midi/nottingham_jukedeck")), {"fs": 100.0}, "exactly one"),
         ("lakh", None, {}, "unknown data source"),
     ],
 )

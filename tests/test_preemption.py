@@ -18,14 +18,14 @@ import pytest
 import torch
 
 from lm_music.checkpoints import load_checkpoint
-from tests.conftest import POLYPHONIC, ROOT, TINY_MUSIC, train_run
+from tests.conftest import ROOT, TINY_MUSIC, data_path, train_run
 from tests.faults import last_logged_step
 
 # 8 batches an epoch, 4 epochs; samples logged every epoch, a CSV row and a TensorBoard point every step.
 EPOCH = 8
 COMMON = [
     "experiment=jsb_chorales",
-    f"data.path={POLYPHONIC / 'JSB_Chorales.mat'}",
+    f"data.path={data_path('polyphonic/JSB_Chorales.mat')}",
     *TINY_MUSIC,
     "data.batch_size=2",
     f"trainer.limit_train_batches={EPOCH}",

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from lm_music.checkpoints import load_checkpoint
-from tests.conftest import POLYPHONIC, ROOT, TINY_MUSIC, train_run
+from tests.conftest import ROOT, TINY_MUSIC, data_path, train_run
 from tests.faults import last_logged_step
 
 JSB = [
     "experiment=jsb_chorales",
-    f"data.path={POLYPHONIC / 'JSB_Chorales.mat'}",
+    f"data.path={data_path('polyphonic/JSB_Chorales.mat')}",
     *TINY_MUSIC,
     "callbacks.sample_logger.every_n_epochs=100",
     "test=false",

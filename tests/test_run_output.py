@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from tests.conftest import POLYPHONIC, ROOT, TINY_MUSIC, compose_train, train_run
+from tests.conftest import ROOT, TINY_MUSIC, compose_train, data_path, train_run
 
-JSB = ["experiment=jsb_chorales", f"data.path={POLYPHONIC / 'JSB_Chorales.mat'}", *TINY_MUSIC]
+JSB = ["experiment=jsb_chorales", f"data.path={data_path('polyphonic/JSB_Chorales.mat')}", *TINY_MUSIC]
 EPOCH_LINE = re.compile(
     r"epoch (\d+)/3 \| step (\d+) \| train/loss [\d.]+ \| val/loss [\d.]+ \| val/nll [\d.]+ \| val/nll_all [\d.]+ \| "
     r"val/frame_acc [\d.]+ \| elapsed \d+:\d\d:\d\d \| left ~\d+:\d\d:\d\d$"

@@ -8,11 +8,11 @@ from hydra.core.global_hydra import GlobalHydra
 
 from lm_music.checkpoints import load_checkpoint
 from lm_music.threads import usable_cores
-from tests.conftest import POLYPHONIC, ROOT, TINY_MUSIC, run_script
+from tests.conftest import ROOT, TINY_MUSIC, data_path, run_script
 
 JSB = [
     "experiment=jsb_chorales",
-    f"data.path={POLYPHONIC / 'JSB_Chorales.mat'}",
+    f"data.path={data_path('polyphonic/JSB_Chorales.mat')}",
     *TINY_MUSIC,
     "trainer.max_steps=2",
     "trainer.limit_val_batches=1",

@@ -14,7 +14,7 @@ import torch
 
 from lm_music.errors import UserError
 from lm_music.threads import RECHECK_SECONDS, USER_OMP_NUM_THREADS, CpuMeter, ThreadPolicy, usable_cores
-from tests.conftest import POLYPHONIC, ROOT, TINY_MUSIC
+from tests.conftest import ROOT, TINY_MUSIC, data_path
 
 
 @pytest.fixture(autouse=True)
@@ -221,7 +221,7 @@ def test_a_real_run_takes_one_thread_beside_busy_processes_and_more_once_they_st
                 sys.executable,
                 "train.py",
                 "experiment=jsb_chorales",
-                f"data.path={POLYPHONIC / 'JSB_Chorales.mat'}",
+                f"data.path={data_path('polyphonic/JSB_Chorales.mat')}",
                 *TINY_MUSIC,
                 "threads=auto",
                 "trainer.max_epochs=1000",

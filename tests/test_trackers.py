@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import POLYPHONIC, TINY_MUSIC, train_run
+from tests.conftest import TINY_MUSIC, data_path, train_run
 
 
 def _free_port() -> int:
@@ -105,7 +105,7 @@ def test_wandb_runs_offline_without_login(tmp_path, monkeypatch):
         tmp_path,
         [
             "experiment=jsb_chorales",
-            f"data.path={POLYPHONIC / 'JSB_Chorales.mat'}",
+            f"data.path={data_path('polyphonic/JSB_Chorales.mat')}",
             *TINY_MUSIC,
             "logger=many",
             "trainer.max_steps=3",

@@ -9,7 +9,7 @@ import torch
 from lm_music.decoding import generate
 from lm_music.errors import UserError
 from lm_music.models.transformer import CharTransformer, PianoRollTransformer
-from tests.conftest import POLYPHONIC, TINY_LYRICS, run_script, train_run
+from tests.conftest import TINY_LYRICS, data_path, run_script, train_run
 
 SIZES = {"d_model": 32, "n_layer": 2, "n_head": 4, "context": 16, "dropout": 0.0}
 
@@ -117,7 +117,7 @@ def test_music_transformer_trains_on_jsb_and_samples_through_sample_py(tmp_path)
         tmp_path / "run",
         [
             "experiment=jsb_chorales_transformer",
-            f"data.path={POLYPHONIC / 'JSB_Chorales.mat'}",
+            f"data.path={data_path('polyphonic/JSB_Chorales.mat')}",
             "threads=1",
             "logger=csv",
             *TINY_TRANSFORMER,
