@@ -14,12 +14,12 @@ from lm_music.data.pianoroll import read_benchmark
 from lm_music.midi import midi_to_roll
 from lm_music.models.rnn import make_rnn
 from lm_music.modules.pianoroll import PianoRollLM
-from tests.conftest import MIDI_DIR, POLYPHONIC, TINY_MUSIC, run_script, train_run
+from tests.conftest import TINY_MUSIC, data_path, run_script, train_run
 
 
 @pytest.fixture(scope="module")
 def jsb():
-    return read_benchmark(POLYPHONIC / "JSB_Chorales.mat")
+    return read_benchmark(data_path("polyphonic/JSB_Chorales.mat"))
 
 
 def test_nll_follows_the_benchmark_protocol(jsb):
@@ -127,7 +127,7 @@ def test_sampling_writes_midi_png_wav_and_is_seeded(jsb_run, tmp_path):
 
 
 def test_prime_midi_is_continued(jsb_run, tmp_path):
-    prime = MIDI_DIR / "nottingham_jukedeck" / "train" / "jigs318.mid"
+    prime = data_path("midi/nottingham_jukedeck/train/jigs318.mid")
     module = module_from_checkpoint(load_checkpoint(jsb_run / "checkpoints" / "last.ckpt")).eval()
     roll, _ = midi_to_roll(str(prime), frames_per_beat=1)
     out = module.sample(2, 10, prime=torch.from_numpy(roll[:8]), generator=torch.Generator().manual_seed(0))
@@ -140,7 +140,7 @@ def test_truncated_backprop_steps_once_per_chunk(tmp_path):
         tmp_path,
         [
             "experiment=piano_midi",
-            f"data.path={POLYPHONIC / 'Piano_midi.mat'}",
+            f"data.path={data_path('polyphonic/Piano_midi.mat')}",
             *TINY_MUSIC,
             "model.tbptt_steps=100",
             "data.batch_size=8",
@@ -228,7 +228,7 @@ def test_training_without_validation_or_test_finishes(tmp_path, caplog):
         tmp_path,
         [
             "experiment=jsb_chorales",
-            f"data.path={POLYPHONIC / 'JSB_Chorales.mat'}",
+            f"data.path={data_path('polyphonic/JSB_Chorales.mat')}",
             *TINY_MUSIC,
             "trainer.max_steps=35",  # past the end of the first epoch (29 batches), where the plateau schedule steps
             "trainer.limit_val_batches=0",
@@ -243,12 +243,16 @@ def test_training_without_validation_or_test_finishes(tmp_path, caplog):
 @pytest.mark.parametrize(
     "overrides",
     [
-        ["experiment=nottingham", f"data.path={POLYPHONIC / 'bl_pickles' / 'Nottingham.pickle'}"],
+        [  # its default is the Transformer; TINY_MUSIC sizes the LSTM
+            "experiment=nottingham",
+            "model=pianoroll_rnn",
+            f"data.path={data_path('polyphonic/bl_pickles/Nottingham.pickle')}",
+        ],
         [
             "experiment=musedata",
-            f"data.path={POLYPHONIC / 'bl_pickles' / 'jsb-chorales-quarter-original.pkl'}",
+            f"data.path={data_path('polyphonic/bl_pickles/jsb-chorales-quarter-original.pkl')}",
         ],
-        ["experiment=midi_folder", f"data.path={MIDI_DIR / 'nottingham_jukedeck'}"],
+        ["experiment=midi_folder", f"data.path={data_path('midi/nottingham_jukedeck')}"],
     ],
     ids=["nottingham", "musedata", "midi_folder"],
 )
@@ -302,7 +306,7 @@ def test_missing_benchmark_without_urls_says_where_to_get_it(tmp_path):
 def test_resuming_with_ckpt_path_last_reaches_the_uninterrupted_weights(tmp_path):
     common = [
         "experiment=jsb_chorales",
-        f"data.path={POLYPHONIC / 'JSB_Chorales.mat'}",
+        f"data.path={data_path('polyphonic/JSB_Chorales.mat')}",
         *TINY_MUSIC,
         "callbacks.sample_logger.every_n_epochs=100",
         "data.batch_size=16",

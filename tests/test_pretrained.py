@@ -10,7 +10,7 @@ import symusic
 
 from lm_music.cards import card_command
 from lm_music.checkpoints import PRETRAINED_DIR, pretrained_names
-from tests.conftest import DATA_DIR, MIDI_DIR, POLYPHONIC, ROOT, data_file, run_script, train_run
+from tests.conftest import ROOT, data_path, run_script, train_run
 
 
 def test_sample_py_with_no_arguments_writes_a_chorale(tmp_path):
@@ -100,13 +100,13 @@ def test_pretrained_list_shows_every_shipped_model_with_its_summary(tmp_path):
 PD_SONGS = "lyrics/public_domain_songs.csv"
 # How each shipped model is re-scored: its experiment and the data settings its card's command gives.
 RESCORE = {
-    "jsb_chorales": ["experiment=jsb_chorales", f"data.path={POLYPHONIC / 'JSB_Chorales.mat'}"],
-    "nottingham": ["experiment=nottingham", f"data.path={POLYPHONIC / 'Nottingham.mat'}"],
-    "piano_midi": ["experiment=piano_midi", f"data.path={POLYPHONIC / 'Piano_midi.mat'}"],
+    "jsb_chorales": ["experiment=jsb_chorales", f"data.path={data_path('polyphonic/JSB_Chorales.mat')}"],
+    "nottingham": ["experiment=nottingham", f"data.path={data_path('polyphonic/Nottingham.mat')}"],
+    "piano_midi": ["experiment=piano_midi", f"data.path={data_path('polyphonic/Piano_midi.mat')}"],
     "bach_chorales": ["experiment=bach_chorales"],
     "lyrics": ["experiment=lyrics"],
     "lyrics_authors": ["experiment=lyrics_conditional", "data.min_songs=10", "data.others=Other authors"],
-    "pop909": ["experiment=pop909_events", f"data.path={MIDI_DIR / 'pop909'}"],
+    "pop909": ["experiment=pop909_events", f"data.path={data_path('midi/pop909')}"],
 }
 SLOW = pytest.mark.slow
 
@@ -127,7 +127,7 @@ def test_each_shipped_model_rescores_to_its_card(name, tmp_path, chorale_cache):
     """`train=false ckpt_path=pretrained:NAME` on the model's test split gives the card's figures (1e-3)."""
     overrides = list(RESCORE[name])
     if name.startswith("lyrics"):
-        overrides.append(f"data.path={data_file(PD_SONGS)}")
+        overrides.append(f"data.path={data_path(PD_SONGS)}")
     if name == "bach_chorales":
         overrides.append(f"paths.data_dir={chorale_cache}")
     config = json.loads((PRETRAINED_DIR / name / "config.json").read_text())
@@ -166,11 +166,11 @@ def test_cards_give_the_command_a_user_types_without_paths_of_the_training_machi
 
 # Where each shipped model's data is (the card's data.path=PATH/NAME), by its file name.
 DATA_OF = {
-    "JSB_Chorales.mat": POLYPHONIC,
-    "Nottingham.mat": POLYPHONIC,
-    "Piano_midi.mat": POLYPHONIC,
-    "public_domain_songs.csv": DATA_DIR / "lyrics",
-    "pop909": MIDI_DIR,
+    "JSB_Chorales.mat": "polyphonic/JSB_Chorales.mat",
+    "Nottingham.mat": "polyphonic/Nottingham.mat",
+    "Piano_midi.mat": "polyphonic/Piano_midi.mat",
+    "public_domain_songs.csv": "lyrics/public_domain_songs.csv",
+    "pop909": "midi/pop909",
 }
 
 
@@ -184,7 +184,7 @@ def card_samples_args(name: str, out) -> tuple[list[str], dict]:
     ]
     if judged.get("data"):
         file = judged["data"].removeprefix("PATH/")
-        args.append(f"data.path={DATA_OF[file] / file}")
+        args.append(f"data.path={data_path(DATA_OF[file])}")
     return args, judged
 
 

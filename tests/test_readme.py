@@ -29,7 +29,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from tests.conftest import LYRICS_CSV, MIDI_DIR, POLYPHONIC, ROOT, compose_train
+from tests.conftest import LYRICS_CSV, ROOT, compose_train, data_path
 
 README = ROOT / "README.md"
 
@@ -152,7 +152,7 @@ class Runs:
         return best
 
 
-SONG_MID = MIDI_DIR / "nottingham_jukedeck" / "train" / "jigs318.mid"
+SONG_MID = data_path("midi/nottingham_jukedeck/train/jigs318.mid")
 LOGS_CKPT = re.compile(r"logs/(?P<task>\w+)/runs/DATE_TIME/checkpoints/(?P<name>[\w-]+\.ckpt)")
 PLACEHOLDER = re.compile(r"\b(PATH|DIR|DATE_TIME|YOUR_NAME|HOST0)\b|\.\.\.")
 
@@ -163,7 +163,7 @@ def small_midi_folder(root: Path, source: str = "nottingham_jukedeck") -> Path:
     if not folder.exists():
         for split, count in (("train", 8), ("valid", 2), ("test", 2)):
             (folder / split).mkdir(parents=True)
-            for file in sorted((MIDI_DIR / source / split).glob("*.mid"))[:count]:
+            for file in sorted(data_path(f"midi/{source}/{split}").glob("*.mid"))[:count]:
                 (folder / split / file.name).symlink_to(file)
     return folder
 
@@ -188,13 +188,13 @@ def map_placeholders(command: Command, runs: Callable[[], "Runs"], scratch: Path
             if value == "DIR":
                 value = str(small_midi_folder(scratch))
             elif value == "...":
-                value = str(LYRICS_CSV if lyrics else POLYPHONIC / "JSB_Chorales.mat")
+                value = str(LYRICS_CSV if lyrics else data_path("polyphonic/JSB_Chorales.mat"))
             elif value == "PATH/songdata.csv":
                 value = str(LYRICS_CSV)
             elif value in ("PATH/pop909", "PATH/piano_midi_de"):  # a few of the folder's files
                 value = str(small_midi_folder(scratch, value.removeprefix("PATH/")))
             elif value.startswith("PATH/"):
-                value = str(POLYPHONIC / value.removeprefix("PATH/"))
+                value = str(data_path(f"polyphonic/{value.removeprefix('PATH/')}"))
         elif sep and key == "ckpt_path":
             found = LOGS_CKPT.fullmatch(value)
             if found:
@@ -323,7 +323,7 @@ def readme_data(tmp_path_factory, chorale_cache) -> Path:
     is the one every test shares."""
     data_dir = tmp_path_factory.mktemp("readme_data")
     for name in ("JSB_Chorales.mat", "Nottingham.mat", "Piano_midi.mat"):
-        (data_dir / name).symlink_to(POLYPHONIC / name)
+        (data_dir / name).symlink_to(data_path(f"polyphonic/{name}"))
     (data_dir / "songdata.csv").symlink_to(LYRICS_CSV)
     (chorale_cache / "cache").mkdir(exist_ok=True)
     (data_dir / "cache").symlink_to(chorale_cache / "cache")
