@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from lm_music.cards import summary
 from lm_music.checkpoints import PRETRAINED, pretrained_names
 from lm_music.errors import UserError
-from lm_music.generation import Model, draw, load_model
+from lm_music.generation import Model, decoding_defaults, draw, load_model
 from lm_music.tasks import TASKS
 from lm_music.threads import ThreadPolicy, start_looking
 
@@ -95,7 +95,7 @@ class Page:
 
     def choose_model(self, model_path: str, loaded: Model | None = None):
         """After a model is picked: its summary, the controls its task takes (artists for conditional
-        lyrics models), and the loaded model, kept for the next clicks."""
+        lyrics models), its default temperature, and the loaded model, kept for the next clicks."""
         try:
             model = self.load(model_path, loaded)
         except UserError as err:
@@ -106,7 +106,8 @@ class Page:
         shown = set(model.task.page_controls)
         updates = [gr.update(visible=control in shown) for control in CONTROLS if control != "artist"]
         artist = gr.update(choices=artists, value=artists[0] if artists else None, visible=bool(artists))
-        return [self.describe(model), *updates, artist, model]
+        temperature = gr.update(value=decoding_defaults(model)["temperature"])
+        return [self.describe(model), *updates, artist, temperature, model]
 
     def generate(
         self,
@@ -195,7 +196,7 @@ def build_app(
             ),
         }
         with gr.Row():
-            temperature = gr.Number(label="Temperature", value=defaults.temperature, elem_id="temperature")
+            temperature = gr.Number(label="Temperature", value=1.0, elem_id="temperature")
             length = gr.Number(
                 label="Length (characters or frames)", value=256, precision=0, elem_id="length"
             )
@@ -212,7 +213,7 @@ def build_app(
                     gr.File(label=f"sample {i} MIDI", visible=False, elem_id=f"midi_{i}"),
                 ]
         shown = [controls[c] for c in CONTROLS if c != "artist"] + [controls["artist"]]
-        picked = [description, *shown, loaded]
+        picked = [description, *shown, temperature, loaded]
         model.change(page.choose_model, [model, loaded], picked, api_name="choose_model")
         path.submit(
             lambda p: gr.update(value=p, choices=[*find_models(runs_dir), p]),

@@ -92,7 +92,7 @@ UNKNOWN_DATASET = {
 
 def card_command(overrides: list[str]) -> str:
     """The training command as a user types it: no paths of the machine it ran on (a data file becomes
-    `PATH/NAME`, where-to-write settings are left out), no `ckpt_path=last` (a resumed run ends as the
+    `PATH/NAME`, an earlier run's checkpoint `RUN/checkpoints/NAME`, where-to-write settings are left out), no `ckpt_path=last` (a resumed run ends as the
     uninterrupted one would: tests/test_preemption.py), and quoted for the shell where a value has spaces."""
     shown = []
     for override in overrides:
@@ -101,6 +101,11 @@ def card_command(overrides: list[str]) -> str:
             continue
         if key.lstrip("+") == "data.path":
             override = f"{key}=PATH/{Path(value).name}"
+        if key.lstrip("+") == "init_from" and not value.startswith("pretrained:"):  # an earlier run's
+            override = f"{key}=" + (
+                "RUN/checkpoints/" if Path(value).parent.name == "checkpoints" else "PATH/"
+            )
+            override += Path(value).name
         shown.append(shlex.quote(override))
     return " ".join(["python train.py", *shown])
 
@@ -150,8 +155,9 @@ def _figure(value: float | None) -> str:
     return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
 
 
-def samples_section(judged: dict | None, where: str) -> list[str]:
-    """The card's "Samples": how the model's samples compare with the test split (`lm_music.evaluate`)."""
+def samples_section(judged: dict | None, where: str, decoded: bool = False) -> list[str]:
+    """The card's "Samples": how the model's samples compare with the test split (`lm_music.evaluate`);
+    `decoded`: drawn at the model's own decoding defaults."""
     lines = ["## Samples", ""]
     if not judged:
         return [*lines, "Not judged (export with score=true to judge the exported weights' samples).", ""]
@@ -161,8 +167,10 @@ def samples_section(judged: dict | None, where: str) -> list[str]:
     )
     mean = judged["mean_oa"]
     lines += [
-        f"{judged['num_samples']} samples of {judged['length']} at temperature {judged['temperature']} "
-        f"against {judged['reference']}: `{command}`. OA is the overlapping area of the samples' and the "
+        f"{judged['num_samples']} samples of {judged['length']} at temperature {judged['temperature']}"
+        + (f", top-p {judged['top_p']}" if judged.get("top_p") else "")
+        + (" (the model's decoding defaults, config.json `decoding`)" if decoded else "")
+        + f" against {judged['reference']}: `{command}`. OA is the overlapping area of the samples' and the "
         "reference's distributions of a feature (Yang & Lerch 2018); the ceiling is real data against real "
         "data, the floor independent draws from the training set's unigram frequencies.",
         "",
@@ -273,7 +281,7 @@ def model_card(config: dict, facts: dict, dataset: dict, name: str, shipped: boo
             "Not measured (export with score=true to re-score the exported weights on the test split)."
         )
     where = f"pretrained={name}" if shipped else f"ckpt_path=PATH/TO/{name}"
-    lines += ["", *samples_section(config.get("samples"), where)]
+    lines += ["", *samples_section(config.get("samples"), where, bool(config.get("decoding")))]
     lines += [
         "## Use",
         "",
@@ -284,4 +292,17 @@ def model_card(config: dict, facts: dict, dataset: dict, name: str, shipped: boo
         "Weights are safetensors (no code runs on loading); `config.json` holds what sampling needs.",
         "",
     ]
+    if config.get("decoding"):
+        chosen = ", ".join(f"{k} {v}" for k, v in config["decoding"].items())
+        lines += [
+            f"Decoding defaults (`config.json` `decoding`): {chosen}; sample.py, the page and the evaluator use "
+            "them unless told otherwise."
+            + (
+                " They are the settings whose samples came closest to the validation split (mean OA, "
+                "`bench/decoding.py`), chosen without the test split."
+                if shipped
+                else ""
+            ),
+            "",
+        ]
     return "\n".join(lines)

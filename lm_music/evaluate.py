@@ -23,7 +23,7 @@ OWN_KEYS = {"samples_dir", "reference", "reference_dir", "data", "out_dir"}
 DEFAULTS = {"num_samples": 64, "length": 256, "reference": "test", "out_dir": "evaluation", "audio": False}
 USAGE = (
     "usage: python -m lm_music.evaluate ckpt_path=RUN/checkpoints/last.ckpt|pretrained=NAME "
-    "[num_samples=64 length=256 seed=0 temperature=1.0 ...] [samples_dir=DIR] [reference=test|valid|train] "
+    "[num_samples=64 length=256 seed=0 temperature=T ...] [samples_dir=DIR] [reference=test|valid|train] "
     "[reference_dir=MIDI_DIR] [data.path=FILE_OR_FOLDER data.source=...] [out_dir=evaluation]"
 )
 
@@ -54,7 +54,7 @@ def evaluate(cfg: DictConfig) -> dict:
     from lm_music.evaluation.compare import compare_sets, mean_oa
     from lm_music.evaluation.kinds import KINDS, SPLIT_NAMES
     from lm_music.evaluation.report import position, write_json, write_png
-    from lm_music.generation import check_options, draw, load_model, model_path
+    from lm_music.generation import check_options, draw, load_model, model_path, with_model_defaults
     from lm_music.threads import ThreadPolicy
 
     if cfg.reference not in SPLIT_NAMES:
@@ -65,6 +65,7 @@ def evaluate(cfg: DictConfig) -> dict:
         check_options(cfg)
     threads = ThreadPolicy(cfg.get("threads", "auto"))
     model = load_model(path, cfg.get("device"))
+    cfg = with_model_defaults(model, cfg)
     threads.start()
     timing["model_s"], clock = time.perf_counter() - clock, time.perf_counter()
     kind = KINDS[model.task.name](model)

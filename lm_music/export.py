@@ -1,5 +1,6 @@
 """`python -m lm_music.export ckpt_path=RUN/checkpoints/best.ckpt out_dir=DIR [dtype=float16] [score=true]`
-`python -m lm_music.export card=FOLDER [data.path=...]` (judge an exported folder's samples anew, rewrite its card)
+`python -m lm_music.export card=FOLDER [data.path=...] [decoding.temperature=T decoding.top_p=P]` (judge an
+exported folder's samples anew, at its decoding defaults, set here if given; rewrite its card)
 
 writes a model as a folder in the Hugging Face Hub layout (`model.safetensors`, `config.json`, a `README.md`
 model card) that `sample.py` and `train.py` read as they read a `.ckpt` (`lm_music.checkpoints`). The shipped
@@ -35,7 +36,7 @@ from lm_music.io import atomic_path, write_text_atomic
 from lm_music.tasks import TASKS
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-# The card's sample judgement: python -m lm_music.evaluate with these, at sample.py's default temperature.
+# The card's sample judgement: python -m lm_music.evaluate with these, at the model's decoding defaults.
 CARD_SAMPLES = {"num_samples": 64, "seed": 0}
 # Data settings that say where the data is on this machine, or how to load it fast: not the model's facts.
 MACHINE_DATA_KEYS = {"_target_", "path", "cache_dir", "num_workers"}
@@ -129,14 +130,18 @@ def _score(folder: Path, config: dict, facts: dict) -> dict:
     return {k: v for k, v in metrics.items() if k.startswith("test/")}
 
 
-def rejudge(folder: str | Path, data: dict) -> list[Path]:
+def rejudge(folder: str | Path, data: dict, decoding: dict | None = None) -> list[Path]:
     """Judge an exported folder's samples anew and write its card again (a folder exported before cards had
-    a "Samples" section, or after the evaluator changed); `data`: where its data is (`path`, `source`)."""
+    a "Samples" section, or after the evaluator changed); `data`: where its data is (`path`, `source`);
+    `decoding`: new decoding defaults (temperature, top_p) that sample.py and the card then use."""
     folder = Path(folder)
     checkpoint = load_checkpoint(folder)
     if "exported" not in checkpoint:
         raise UserError(f"{folder} is a .ckpt: export it with score=true, which judges its samples too")
     config = dict(checkpoint["exported"])
+    if decoding:
+        check_decoding(decoding)
+        config["decoding"] = {**config.get("decoding", {}), **decoding}
     settings = {**(config.get("data") or {}), **data}
     if kept := {k: v for k, v in settings.items() if k not in MACHINE_DATA_KEYS}:
         config["data"] = kept
@@ -151,13 +156,27 @@ def rejudge(folder: str | Path, data: dict) -> list[Path]:
     return [folder / CONFIG, folder / CARD]
 
 
+def check_decoding(decoding: dict) -> None:
+    unknown = set(decoding) - {"temperature", "top_p"}
+    if unknown:
+        raise UserError(f"decoding takes temperature and top_p, not {', '.join(sorted(unknown))}")
+    if (
+        not all(isinstance(v, int | float) and v > 0 for v in decoding.values())
+        or decoding.get("top_p", 1) > 1
+    ):
+        raise UserError(
+            f"decoding defaults must be numbers, temperature > 0 and 0 < top_p <= 1: got {decoding}"
+        )
+
+
 def _judge_samples(folder: Path, data: dict) -> dict:
     """`python -m lm_music.evaluate` on the exported weights against the test split: the card's "Samples"."""
-    from lm_music.evaluate import evaluate, options, sample_options
+    from lm_music.evaluate import evaluate, options
     from lm_music.evaluation.report import clean
 
-    task = TASKS[json.loads((folder / CONFIG).read_text())["task"]]
-    settings = {**CARD_SAMPLES, "length": task.card_length, "temperature": sample_options()["temperature"]}
+    config = json.loads((folder / CONFIG).read_text())
+    task = TASKS[config["task"]]
+    settings = {**CARD_SAMPLES, "length": task.card_length, "temperature": 1.0, **config.get("decoding", {})}
     with tempfile.TemporaryDirectory() as out:
         args = [f"ckpt_path={folder.resolve()}", *(f"{k}={v}" for k, v in settings.items()), f"out_dir={out}"]
         if data.get("path"):
@@ -201,16 +220,20 @@ def main(argv: list[str]) -> None:
     usage = (
         "usage: python -m lm_music.export ckpt_path=RUN/checkpoints/best.ckpt out_dir=DIR "
         "[dtype=float32|float16|bfloat16] [score=false|true] [name=NAME], or "
-        "python -m lm_music.export card=EXPORTED_FOLDER [data.path=... data.source=...]"
+        "python -m lm_music.export card=EXPORTED_FOLDER [data.path=... data.source=...] "
+        "[decoding.temperature=T decoding.top_p=P]"
     )
-    known = {"card", "data"} if "card" in args else {"ckpt_path", "out_dir", "dtype", "score", "name"}
+    known = (
+        {"card", "data", "decoding"} if "card" in args else {"ckpt_path", "out_dir", "dtype", "score", "name"}
+    )
     unknown = set(args) - known
     if unknown or not (args.get("card") or (args.get("ckpt_path") and args.get("out_dir"))):
         sys.exit(usage + (f" (unknown: {', '.join(sorted(unknown))})" if unknown else ""))
     try:
         if "card" in args:
             data = OmegaConf.to_container(args.get("data") or OmegaConf.create({}))
-            written = rejudge(args.card, data)
+            decoding = OmegaConf.to_container(args.get("decoding") or OmegaConf.create({}))
+            written = rejudge(args.card, data, decoding)
         else:
             written = export(
                 args.ckpt_path,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lm_music.checkpoints import PRETRAINED, load_checkpoint, sampler_from_checkpoint, task_of
 from lm_music.errors import UserError
@@ -45,12 +45,24 @@ def model_path(cfg: DictConfig) -> str:
     return str(cfg.get("ckpt_path") or f"{PRETRAINED}{cfg.pretrained}")
 
 
+def decoding_defaults(model: Model) -> dict:
+    """An exported model's own decoding defaults (config.json `decoding`: the shipped models' were chosen by
+    sample OA on the validation split, bench/decoding.py); a checkpoint's are temperature 1.0."""
+    return {"temperature": 1.0, **model.checkpoint.get("exported", {}).get("decoding", {})}
+
+
+def with_model_defaults(model: Model, cfg: DictConfig) -> DictConfig:
+    """`cfg` with each decoding option left null (temperature, top_p) set to the model's default."""
+    unset = {k: v for k, v in decoding_defaults(model).items() if cfg.get(k) is None}
+    return OmegaConf.merge(cfg, unset) if unset else cfg
+
+
 def check_options(cfg: DictConfig) -> None:
     if cfg.num_samples < 1:
         raise UserError(f"num_samples must be at least 1, got {cfg.num_samples}")
     if cfg.length < 1:
         raise UserError(f"length must be at least 1, got {cfg.length}")
-    if cfg.temperature <= 0:
+    if cfg.get("temperature") is not None and cfg.temperature <= 0:
         raise UserError(f"temperature must be > 0, got {cfg.temperature} (1.0 samples the model as trained)")
     if cfg.get("top_k") is not None and cfg.top_k < 1:
         raise UserError(f"top_k must be at least 1 (or null), got {cfg.top_k}")
@@ -60,7 +72,9 @@ def check_options(cfg: DictConfig) -> None:
 
 def draw(model: Model, cfg: DictConfig):
     """`cfg.num_samples` samples drawn as one batch with `cfg.seed` (conf/sample.yaml's keys): the task's
-    samples object (`TextSamples`, `RollSamples`), no files written."""
+    samples object (`TextSamples`, `RollSamples`), no files written. Decoding options left null take the
+    model's defaults."""
+    cfg = with_model_defaults(model, cfg)
     check_options(cfg)
     generator = torch.Generator(device=model.sampler.device).manual_seed(int(cfg.seed))
     return model.task.draw(model.sampler, cfg, generator)

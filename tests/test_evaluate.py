@@ -303,6 +303,31 @@ def test_on_jsb_the_validation_split_beats_the_floor():
     assert ceiling > 0.8 and bottom < 0.4 and ceiling > bottom + 0.4
 
 
+def test_roll_samples_are_judged_at_the_real_pieces_lengths():
+    """Pitch range and pitches used grow with length: 256-frame samples against ~60-frame chorales would be
+    judged on their length. Sample i is cut to real piece i's length (cycled), the real pieces (and the
+    ceiling's) to the longest sample, and the floor is drawn at the cut lengths."""
+    from omegaconf import OmegaConf
+
+    from lm_music.evaluation.kinds import KINDS
+    from lm_music.generation import load_model
+
+    model = load_model("pretrained:jsb_chorales", "cpu")
+    kind = KINDS[model.task.name](model)
+    args = OmegaConf.create({"data": {"path": str(JSB)}, "reference": "test", "seed": 0})
+    loaded = kind.load_reference(args)
+    test = loaded["splits"]["test"]
+    rng = np.random.default_rng(0)
+    samples = [(rng.random((length, 88)) < 0.05).astype(np.uint8) for length in [256] * 80 + [20]]
+    sets = kind.sets(samples, loaded, args)
+    cut = [min(len(roll), len(test[i % len(test)])) for i, roll in enumerate(samples)]
+    assert [len(roll) for roll in sets.samples] == cut and cut[-1] == 20 and max(cut) == max(map(len, test))
+    assert all((a == b[: len(a)]).all() for a, b in zip(sets.samples, samples))
+    assert [len(roll) for roll in sets.floor] == cut
+    short = kind.sets([roll[:32] for roll in samples], loaded, args)
+    assert max(len(roll) for roll in short.reference + short.ceiling) == 32
+
+
 # --- the command
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from lm_music.checkpoints import load_checkpoint, pretrained_names
 from lm_music.errors import UserError
-from lm_music.export import export
+from lm_music.export import export, rejudge
 from tests.conftest import TINY_MUSIC, data_path, run_script, sample_run, train_run
 
 JSB_FILE = data_path("polyphonic/JSB_Chorales.mat")
@@ -73,6 +73,29 @@ def test_bad_exported_folders_and_names_are_one_line(exported, tmp_path):
     with pytest.raises(UserError, match="already an exported model"):
         export(exported, tmp_path / "again")
     assert load_checkpoint(exported)["lm_music_task"] == "pianoroll"
+
+
+def test_decoding_defaults_on_a_folder_are_what_sampling_and_its_card_use(exported, tmp_path):
+    """export card=... decoding.temperature=T: config.json keeps T, sample.py without temperature= draws as
+    with temperature=T (and not as at 1.0), and the card's samples are judged and said to be at T."""
+    folder = tmp_path / "decoded"
+    shutil.copytree(exported, folder)
+    rejudge(folder, {"path": str(JSB_FILE)}, {"temperature": 0.5})
+    config = json.loads((folder / "config.json").read_text())
+    assert config["decoding"] == {"temperature": 0.5} and config["samples"]["temperature"] == 0.5
+    card = (folder / "README.md").read_text()
+    assert "64 samples of 256 at temperature 0.5 (the model's decoding defaults" in card
+    assert "Decoding defaults (`config.json` `decoding`): temperature 0.5;" in card
+    drawn = {}
+    for name, extra in (("default", []), ("explicit", ["temperature=0.5"]), ("one", ["temperature=1.0"])):
+        out = tmp_path / name
+        sample_run([f"ckpt_path={folder}", "num_samples=2", "length=40", "seed=5", f"out_dir={out}", *extra])
+        drawn[name] = [(out / f"sample_{i:03d}.mid").read_bytes() for i in range(2)]
+    assert drawn["default"] == drawn["explicit"] != drawn["one"]
+    for decoding, message in (({"temperature": 0}, "temperature > 0"), ({"top_k": 3}, "not top_k")):
+        with pytest.raises(UserError, match=message):
+            rejudge(folder, {"path": str(JSB_FILE)}, decoding)
+    assert json.loads((folder / "config.json").read_text())["decoding"] == {"temperature": 0.5}
 
 
 @pytest.mark.slow  # a training process, then a scoring one (~20 s)

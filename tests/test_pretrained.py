@@ -153,6 +153,10 @@ def test_cards_give_the_command_a_user_types_without_paths_of_the_training_machi
         card_command(overrides)
         == "python train.py experiment=jsb_chorales data.path=PATH/JSB_Chorales.mat threads=1"
     )
+    tuned = ["init_from=/srv/runs/x/checkpoints/last.ckpt", "init_from=pretrained:pop909", "init_from=/m/f"]
+    assert card_command(tuned) == (
+        "python train.py init_from=RUN/checkpoints/last.ckpt init_from=pretrained:pop909 init_from=PATH/f"
+    )
     spaced = ["experiment=lyrics_conditional", "data.others=Other authors"]
     assert card_command(spaced) == "python train.py experiment=lyrics_conditional 'data.others=Other authors'"
     for name in pretrained_names():

@@ -179,11 +179,19 @@ class MusicKind:
         return {"splits": splits, "where": where}
 
     def sets(self, samples: list, loaded: dict, args) -> Sets:
-        """The samples, the reference, the ceiling and the floor (as long as the samples)."""
+        """The samples, the reference, the ceiling and the floor (as long as the samples). Pitch range,
+        pitches used and the like grow with a piece's length, so lengths are matched: sample i is cut to the
+        length of real piece i (cycled; a JSB chorale is ~60 frames, a card's sample 256) and the real
+        pieces to the longest sample."""
         seed = int(args.get("seed", 0))
+        real = (
+            loaded["pieces"] if "folder" in loaded else loaded["splits"][str(args.get("reference", "test"))]
+        )
+        samples = [roll[: len(real[i % len(real)])] for i, roll in enumerate(samples)]
+        longest = max(len(roll) for roll in samples)
         lengths = [len(r) for r in samples]
         if "folder" in loaded:
-            reference = loaded["pieces"]
+            reference = [roll[:longest] for roll in loaded["pieces"]]
             first, second = _halves(reference, seed) if len(reference) >= 4 else (None, None)
             sets = Sets(
                 samples,
@@ -192,7 +200,8 @@ class MusicKind:
                 music.floor_rolls(music.key_frequencies(reference), lengths, seed),
                 reference,
                 {
-                    "reference": f"{len(reference)} pieces of {loaded['folder']}",
+                    "reference": f"{len(reference)} pieces of {loaded['folder']} (cut to {longest} frames; each "
+                    "sample cut to a piece's length)",
                     "ceiling": "half of reference_dir's pieces against the other half",
                     "floor": "keys drawn independently frame by frame with reference_dir's key frequencies",
                 },
@@ -202,7 +211,8 @@ class MusicKind:
                 sets.notes.append("no ceiling: reference_dir has fewer than 4 pieces to halve")
             return sets
         splits, name = loaded["splits"], str(args.get("reference", "test"))
-        reference, ceiling = splits[name], splits[CEILING_OF[name]]
+        reference = [roll[:longest] for roll in splits[name]]
+        ceiling = [roll[:longest] for roll in splits[CEILING_OF[name]]]
         self.training = splits["train"]
         return Sets(
             samples,
@@ -211,7 +221,8 @@ class MusicKind:
             music.floor_rolls(music.key_frequencies(splits["train"]), lengths, seed),
             splits["train"],
             {
-                "reference": f"the {name} split of {loaded['where']} ({len(reference)} pieces)",
+                "reference": f"the {name} split of {loaded['where']} ({len(reference)} pieces, cut to {longest} "
+                "frames; each sample cut to a piece's length)",
                 "ceiling": f"the {CEILING_OF[name]} split ({len(ceiling)} pieces) against the {name} split",
                 "floor": "keys drawn independently frame by frame with the training split's key frequencies",
             },

@@ -1,0 +1,73 @@
+"""Which temperature (and, for event tokens, top_p) makes each shipped music model's samples closest to its data?
+
+    python bench/decoding.py [--models jsb_chorales,nottingham,...] [--threads 1] [--out bench/results/decoding.jsonl]
+
+For every setting of the grid, `python -m lm_music.evaluate` (in-process) judges 64 samples of the card's
+length at seed 0 against the VALIDATION split (the ceiling then being test against valid): the setting with the
+highest floor-to-ceiling position there is the model's decoding default (its card's `sampling`), chosen without
+looking at the test split. One JSON line per setting; then one per model with the choice.
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import hardware  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# the card's evaluation command without its reference; the grids: temperature for all, top_p for tokens
+MODELS = {
+    "jsb_chorales": ["length=256", f"data.path={DATA / 'polyphonic' / 'JSB_Chorales.mat'}"],
+    "piano_midi": ["length=256", f"data.path={DATA / 'polyphonic' / 'Piano_midi.mat'}"],
+    "nottingham": ["length=256", f"data.path={DATA / 'polyphonic' / 'Nottingham.mat'}"],
+    "bach_chorales": ["length=256"],
+    "pop909": ["length=1024", f"data.path={DATA / 'midi' / 'pop909'}"],
+}
+TEMPERATURES = {"pop909": [0.8, 0.9, 1.0]}  # 64 x 1,024 tokens: ~1 min a setting
+TOP_P = {"pop909": [None, 0.95]}
+ROLL_TEMPERATURES = [0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2]
+
+
+def judge(model: str, overrides: list[str], threads: int) -> dict:
+    from lm_music.evaluate import evaluate, options
+
+    with tempfile.TemporaryDirectory() as out:
+        args = [f"pretrained={model}", "num_samples=64", "seed=0", "reference=valid", f"threads={threads}"]
+        result = evaluate(options([*args, *MODELS[model], *overrides, f"out_dir={out}"]))
+    return {"mean_oa": result["summary"]["mean_oa"], "position": result["summary"]["position"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    lines = []
+    for model in args.models.split(","):
+        best = None
+        for top_p in TOP_P.get(model, [None]):
+            for temperature in TEMPERATURES.get(model, ROLL_TEMPERATURES):
+                overrides = [f"temperature={temperature}"] + ([f"top_p={top_p}"] if top_p else [])
+                row = {"benchmark": "decoding", "model": model, "temperature": temperature, "top_p": top_p}
+                row |= judge(model, overrides, args.threads)
+                lines.append(row)
+                print(json.dumps(row), flush=True)
+                if best is None or row["position"] > best["position"]:
+                    best = row
+        choice = {"benchmark": "decoding_choice", "model": model, "date": str(date.today()), **hardware()}
+        choice |= {k: best[k] for k in ("temperature", "top_p", "position")}
+        lines.append(choice)
+        print(json.dumps(choice), flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with args.out.open("a") as f:
+            f.writelines(json.dumps(line) + "\n" for line in lines)
+
+
+if __name__ == "__main__":
+    main()
