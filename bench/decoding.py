@@ -1,10 +1,10 @@
-"""Which temperature (and, for event tokens, top_p) makes each shipped music model's samples closest to its data?
+"""Which temperature (and, for event tokens, top_p) makes each shipped model's samples closest to its data?
 
     python bench/decoding.py [--models jsb_chorales,nottingham,...] [--threads 1] [--out bench/results/decoding.jsonl]
 
 For every setting of the grid, `python -m lm_music.evaluate` (in-process) judges 64 samples of the card's
 length at seed 0 against the VALIDATION split (the ceiling then being test against valid): the setting with the
-highest floor-to-ceiling position there is the model's decoding default (its card's `sampling`), chosen without
+highest floor-to-ceiling position there is the model's decoding default (its config.json `decoding`), chosen without
 looking at the test split. One JSON line per setting; then one per model with the choice.
 """
 
@@ -14,6 +14,8 @@ import sys
 import tempfile
 from datetime import date
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import hardware  # noqa: E402
@@ -26,8 +28,11 @@ MODELS = {
     "nottingham": ["length=256", f"data.path={DATA / 'polyphonic' / 'Nottingham.mat'}"],
     "bach_chorales": ["length=256"],
     "pop909": ["length=1024", f"data.path={DATA / 'midi' / 'pop909'}"],
+    "lyrics": ["length=500", f"data.path={DATA / 'lyrics' / 'public_domain_songs.csv'}"],
+    "lyrics_authors": ["length=500", f"data.path={DATA / 'lyrics' / 'public_domain_songs.csv'}"],
 }
-TEMPERATURES = {"pop909": [0.8, 0.9, 1.0]}  # 64 x 1,024 tokens: ~1 min a setting
+LYRICS_TEMPERATURES = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+TEMPERATURES = {"pop909": [0.8, 0.9, 1.0], "lyrics": LYRICS_TEMPERATURES, "lyrics_authors": LYRICS_TEMPERATURES}
 TOP_P = {"pop909": [None, 0.95]}
 ROLL_TEMPERATURES = [0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2]
 
@@ -38,7 +43,8 @@ def judge(model: str, overrides: list[str], threads: int) -> dict:
     with tempfile.TemporaryDirectory() as out:
         args = [f"pretrained={model}", "num_samples=64", "seed=0", "reference=valid", f"threads={threads}"]
         result = evaluate(options([*args, *MODELS[model], *overrides, f"out_dir={out}"]))
-    return {"mean_oa": result["summary"]["mean_oa"], "position": result["summary"]["position"]}
+    means = {name: round(float(np.nanmean(v)), 4) for name, v in result["features"]["samples"].items()}
+    return {"mean_oa": result["summary"]["mean_oa"], "position": result["summary"]["position"], "samples": means}
 
 
 def main() -> None:

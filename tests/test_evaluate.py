@@ -211,6 +211,16 @@ def test_rhyme_rule():
     assert not lyrics.rhymes("night", "song")
 
 
+def test_rhymes_are_heard_by_pronunciation_and_spelled_only_for_unknown_words():
+    # CMUdict: sea and me rhyme though spelled apart, love and move are spelled alike and do not
+    assert lyrics.rhymes("sea", "me") and lyrics.rhymes("heart", "apart") and lyrics.rhymes("through", "blue")
+    assert not lyrics.rhymes("love", "move") and not lyrics.rhymes("bough", "cough")
+    assert lyrics.rhyme_part("love") == lyrics.rhyme_part("move")  # what the suffix rule alone would say
+    # a word CMUdict lacks falls back to the suffix rule for the pair
+    assert lyrics.sounded_rhymes("glorth") == frozenset() and lyrics.sounded_rhymes("night")
+    assert lyrics.rhymes("glorth", "forth") and not lyrics.rhymes("glorth", "night")
+
+
 def brute_matching_statistics(training: list[str], text: str) -> list[int]:
     out = []
     for p in range(len(text)):

@@ -3,9 +3,11 @@
 Words are lower-cased runs of letters, digits and apostrophes; lines are the non-empty lines of a text.
 Memorisation is measured exactly (`copying.matching_statistics`): for every position of a text, the longest
 prefix of the rest that occurs verbatim in the training text, from which the longest copied span and the share
-of 50-character windows found verbatim follow.
+of 50-character windows found verbatim follow. Rhymes are heard, not spelled: CMUdict's pronunciations
+(`pronouncing`), the suffix rule for words it does not know.
 """
 
+import functools
 import re
 
 import numpy as np
@@ -33,7 +35,7 @@ DESCRIPTIONS = {
     "distinct_3": "distinct word triples / word triples",
     "repeated_lines": "share of lines that repeat an earlier line of the text",
     "words_per_line": "mean words per line",
-    "rhyme_rate": "share of lines whose end rhymes with one of the two lines before",
+    "rhyme_rate": "share of lines whose end rhymes (CMUdict) with one of the two lines before",
     "new_words": "share of words that never occur in the training text",
     "longest_copy": "longest span copied verbatim from the training text, characters",
     "copied_windows": f"share of {WINDOW}-character windows found verbatim in the training text",
@@ -84,9 +86,27 @@ def rhyme_part(word: str) -> str:
     return word[i:]
 
 
+@functools.lru_cache(maxsize=65536)
+def sounded_rhymes(word: str) -> frozenset[str]:
+    """The rhyming parts of the word's pronunciations in CMUdict, via `pronouncing` (the phones from the
+    last stressed vowel on: night, light -> AY1 T; love -> AH1 V but move -> UW1 V); empty for a word
+    CMUdict does not know."""
+    import pronouncing
+
+    phones = pronouncing.phones_for_word(word.strip("'"))
+    return frozenset(pronouncing.rhyming_part(p) for p in phones)
+
+
 def rhymes(a: str, b: str) -> bool:
-    """Two different words with the same rhyme part (the same word again is repetition, not rhyme)."""
-    return a != b and rhyme_part(a) == rhyme_part(b)
+    """Two different words that rhyme by their pronunciation (any of CMUdict's), or, where CMUdict knows
+    either not (old spellings, invented words), by the suffix rule. The same word again is repetition, not
+    rhyme."""
+    if a == b:
+        return False
+    sounds_a, sounds_b = sounded_rhymes(a), sounded_rhymes(b)
+    if sounds_a and sounds_b:
+        return bool(sounds_a & sounds_b)
+    return rhyme_part(a) == rhyme_part(b)
 
 
 def rhyme_rate(text_lines: list[str]) -> float:

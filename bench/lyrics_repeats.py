@@ -1,0 +1,76 @@
+"""Why do the shipped lyrics models' samples never repeat a line, where real songs repeat 8% of theirs?
+
+    python bench/lyrics_repeats.py [--model lyrics] [--data ../shared/data/lyrics/public_domain_songs.csv]
+
+Scores the model's test songs whole (as training's test step does) and splits the characters by line: the
+lines that repeat an earlier line of their song (a refrain sung again) and the lines heard for the first time.
+If the model has learnt to repeat, a repeated line costs it few bits; the chance that a sample at temperature
+1.0 copies such a line exactly is 2 ** -(the line's bits). The line's first character is reported apart: it is
+where the model must decide that a repeat begins. One JSON line.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import hardware  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "lyrics" / "public_domain_songs.csv"
+
+
+def line_costs(sampler, song: str) -> list[tuple[bool, np.ndarray]]:
+    """Per line of the song (with its newline): whether it repeats an earlier line, and its characters' bits."""
+    ids = torch.from_numpy(sampler.vocab.encode(song, bos=True, eos=True).astype(np.int64))[None]
+    with torch.no_grad():
+        logits, _ = sampler.net(ids[:, :-1])
+        bits = F.cross_entropy(logits[0].float(), ids[0, 1:], reduction="none").numpy() / np.log(2)
+    out, seen, start = [], set(), 0
+    for line in song.splitlines(keepends=True):
+        key = line.strip().lower()
+        if key:
+            out.append((key in seen, bits[start : start + len(line)]))
+            seen.add(key)
+        start += len(line)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="lyrics")
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from lm_music.evaluation.kinds import LyricsKind
+    from lm_music.generation import load_model
+
+    model = load_model(f"pretrained:{args.model}", "cpu")
+    model.sampler.net.eval()
+    kind = LyricsKind(model)
+    songs = kind.load_reference({"data": {"path": str(args.data)}, "reference": "test"})["splits"]["test"]
+    lines = [row for song in songs for row in line_costs(model.sampler, song)]
+    result = {"benchmark": "lyrics_repeats", "model": args.model, "songs": len(songs), **hardware()}
+    for name, repeated in (("repeated", True), ("first_time", False)):
+        chosen = [bits for r, bits in lines if r == repeated]
+        totals = np.array([b.sum() for b in chosen])
+        result[name] = {
+            "lines": len(chosen),
+            "bits_per_char": float(np.concatenate(chosen).mean()),
+            "first_char_bits": float(np.mean([b[0] for b in chosen])),
+            "rest_bits_per_char": float(np.concatenate([b[1:] for b in chosen]).mean()),
+            "line_bits_median": float(np.median(totals)),
+            "exact_copy_chance_median": float(np.median(2.0**-totals)),
+            "exact_copy_chance_mean": float(np.mean(2.0**-totals)),
+        }
+    result["repeated_share"] = result["repeated"]["lines"] / len(lines)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
