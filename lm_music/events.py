@@ -121,6 +121,12 @@ def note_count(score) -> int:
     return total
 
 
+def read_notes(path: str | Path, tracks: str = "merge"):
+    """`read_score`, or None for a file with no notes on the 88 keys (`midi_folder.read_folder`'s `read`)."""
+    score = read_score(path, tracks)
+    return score if note_count(score) else None
+
+
 def seconds(score) -> float:
     """Seconds of music, to the last note-off (tempo events after the music do not count)."""
     timed = score.to("second")

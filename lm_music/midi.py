@@ -97,23 +97,25 @@ def notes_to_roll(pitches: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> 
     return roll
 
 
-def estimate_major_tonic(pitches: np.ndarray, durations: np.ndarray) -> int:
-    """Pitch class of the major key whose signature fits the notes best (Krumhansl-Schmuckler).
+def _zscore(rows: np.ndarray) -> np.ndarray:
+    centred = rows - rows.mean(-1, keepdims=True)
+    return centred / np.sqrt((centred**2).mean(-1, keepdims=True))
 
-    The histogram of pitch classes, weighted by duration, is correlated with the 24 rotated key
-    profiles. A minor key counts as its relative major: both move to the same place (A minor / C major).
-    """
-    histogram = np.bincount(np.asarray(pitches) % 12, weights=durations, minlength=12)
-    if histogram.sum() == 0:
+
+ROTATED = np.array([np.roll(np.arange(12), -t) for t in range(12)])  # ROTATED[t]: classes from tonic t
+PROFILES = _zscore(np.stack([MAJOR_PROFILE, MINOR_PROFILE]))
+
+
+def estimate_major_tonic(histogram: np.ndarray) -> int:
+    """Pitch class of the major key whose signature fits the notes best (Krumhansl-Schmuckler): the (12,)
+    pitch-class histogram (weighted by duration) correlated with the 24 rotated key profiles at once. A minor
+    key counts as its relative major: both move to the same place (A minor / C major)."""
+    histogram = np.asarray(histogram, dtype=float)
+    if histogram.sum() == 0 or np.ptp(histogram) == 0:
         return 0
-    best_score, best_tonic = -np.inf, 0
-    for tonic in range(12):
-        rotated = np.roll(histogram, -tonic)
-        for profile, relative_major in ((MAJOR_PROFILE, tonic), (MINOR_PROFILE, (tonic + 3) % 12)):
-            score = np.corrcoef(rotated, profile)[0, 1]
-            if score > best_score:
-                best_score, best_tonic = score, relative_major
-    return best_tonic
+    scores = _zscore(histogram[ROTATED]) @ PROFILES.T / 12  # (tonic, major|minor) correlations
+    tonic, minor = divmod(int(np.argmax(scores)), 2)
+    return (tonic + 3 * minor) % 12
 
 
 def transpose_shift(major_tonic: int, lowest: int, highest: int) -> int:
@@ -136,7 +138,7 @@ def _major_tonic(pm: pretty_midi.PrettyMIDI, pitches: np.ndarray, durations: np.
     if pm.key_signature_changes:
         key = pm.key_signature_changes[0].key_number
         return key if key < 12 else (key - 12 + 3) % 12
-    return estimate_major_tonic(pitches, durations)
+    return estimate_major_tonic(np.bincount(np.asarray(pitches) % 12, weights=durations, minlength=12))
 
 
 def midi_to_roll(

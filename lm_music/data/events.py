@@ -22,19 +22,18 @@ import torch
 
 from lm_music.data.batching import SequenceDataModule, SequenceDataset, check_transpose
 from lm_music.data.lyrics import windows
-from lm_music.data.pianoroll import SPLITS, fingerprint, midi_files, seeded_split
 from lm_music.errors import UserError
 from lm_music.events import (
     EventCodec,
     load_tokenizer,
     make_tokenizer,
     note_count,
-    read_score,
+    read_notes,
     seconds,
     tokenizer_params,
 )
 from lm_music.io import atomic_path
-from lm_music.midi import UnreadableMidi
+from lm_music.midi_folder import SPLITS, fingerprint, read_folder, split_pieces
 
 log = logging.getLogger(__name__)
 
@@ -60,51 +59,6 @@ class Tokenized:
     skipped: list[tuple[str, str]]
 
 
-def _read_folder(path: Path, tracks: str) -> tuple[dict[str, object], list[tuple[str, str]]]:
-    """Scores of the folder's MIDI files by relative name, and (file, reason) of each skipped one."""
-    files = midi_files(path)
-    scores, skipped = {}, []
-    for file in files:
-        try:
-            score = read_score(file, tracks)
-        except UnreadableMidi as error:
-            skipped.append((str(file), error.reason))
-            log.warning("skipping unreadable MIDI file %s (%s)", file, error.reason)
-            continue
-        if note_count(score) == 0:
-            skipped.append((str(file), "no notes on the 88 keys"))
-            log.warning("skipping MIDI file %s: no notes on the 88 keys", file)
-            continue
-        scores[file.relative_to(path).as_posix()] = score
-    if not scores:
-        first = f"; first: {skipped[0][0]} ({skipped[0][1]})" if skipped else ""
-        raise UserError(
-            f"no readable MIDI file with notes in {path}: found {len(files)} .mid/.midi files, "
-            f"skipped {len(skipped)}{first}"
-        )
-    return scores, skipped
-
-
-def _split_names(path: Path, names: list[str], seed: int, valid_fraction: float, test_fraction: float):
-    """The names of each split: by train/ valid/ test/ subfolders when there are, else seeded by piece."""
-    subfolders = [split for split in SPLITS if (path / split).is_dir()]
-    if not subfolders:
-        return seeded_split({n: n for n in names}, seed, valid_fraction, test_fraction)
-    if not {"train", "valid"} <= set(subfolders):
-        raise UserError(
-            f"{path} has {'/, '.join(subfolders)}/ but not both train/ and valid/: add the missing one, "
-            f"or move the files out of the split subfolders to get a seeded split"
-        )
-    splits = {split: [n for n in names if n.split("/")[0] == split] for split in SPLITS}
-    outside = len(names) - sum(len(v) for v in splits.values())
-    if outside:
-        log.warning("ignoring %d MIDI files outside train/ valid/ test/ in %s", outside, path)
-    for split in ("train", "valid"):
-        if not splits[split]:
-            raise UserError(f"{path / split} has no readable MIDI file with notes: it needs at least one")
-    return splits
-
-
 def _train_bpe(tokenizer, scores: list, vocab_size: int) -> None:
     """MidiTok's BPE training on the training pieces as they are tokenized here (tracks merged or not)."""
     if vocab_size <= len(tokenizer):
@@ -128,8 +82,8 @@ def tokenize_folder(
     tracks = (
         settings["tracks"] if adopted is None else EventCodec(adopted).tracks
     )  # as the model read its data
-    scores, skipped = _read_folder(path, tracks)
-    names = _split_names(path, sorted(scores), seed, valid_fraction, test_fraction)
+    scores, skipped = read_folder(path, lambda file: read_notes(file, tracks))
+    names = split_pieces(path, {name: name for name in scores}, seed, valid_fraction, test_fraction)
     if adopted is not None:
         tokenizer = load_tokenizer(adopted)
     else:

@@ -24,20 +24,18 @@ from lm_music.midi import (
     HIGHEST_PITCH,
     LOWEST_PITCH,
     NUM_KEYS,
-    UnreadableMidi,
     check_grid,
     load_midi,
     midi_to_roll,
     notes_to_roll,
     transpose_shift,
 )
+from lm_music.midi_folder import SPLITS, fingerprint, read_folder, seeded_split, split_pieces
 
 log = logging.getLogger(__name__)
 
 Splits = dict[str, list[np.ndarray]]
-SPLITS = ("train", "valid", "test")
 MAT_KEYS = {"train": "traindata", "valid": "validdata", "test": "testdata"}
-MIDI_SUFFIXES = (".mid", ".midi")
 CACHE_VERSION = 1  # bump when the way rolls are built changes, so old cache files are not reused
 
 
@@ -157,34 +155,6 @@ def read_benchmark(
 # MIDI folders and music21's Bach chorales
 
 
-def _split_size(n: int, fraction: float) -> int:
-    return max(1, round(n * fraction)) if fraction > 0 else 0
-
-
-def seeded_split(
-    rolls: dict[str, np.ndarray], seed: int, valid_fraction: float, test_fraction: float
-) -> Splits:
-    """Split pieces (not frames) at random, reproducibly: the same seed and files give the same split."""
-    names = sorted(rolls)
-    n_valid, n_test = _split_size(len(names), valid_fraction), _split_size(len(names), test_fraction)
-    if n_valid + n_test >= len(names):
-        raise UserError(
-            f"only {len(names)} usable pieces: too few for a train/valid/test split of "
-            f"{valid_fraction}/{test_fraction}; add pieces or lower valid_fraction and test_fraction"
-        )
-    order = np.random.default_rng(seed).permutation(len(names))
-    chosen = {
-        "valid": order[:n_valid],
-        "test": order[n_valid : n_valid + n_test],
-        "train": order[n_valid + n_test :],
-    }
-    return {split: [rolls[names[i]] for i in sorted(chosen[split])] for split in SPLITS}
-
-
-def midi_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in MIDI_SUFFIXES)
-
-
 def read_midi_folder(
     path: str | Path,
     frames_per_beat: int | None = 2,
@@ -194,74 +164,24 @@ def read_midi_folder(
     valid_fraction: float = 0.1,
     test_fraction: float = 0.1,
 ) -> tuple[Splits, list[tuple[str, str]]]:
-    """Rolls of every MIDI file under a folder, and the (path, reason) of each file skipped.
-
-    With train/ and valid/ (and optionally test/) subfolders those are the splits; otherwise the
-    pieces are split at random with `seed`. Files pretty_midi cannot read, and files with no notes
-    on the keyboard, are skipped with one warning each, so one bad file never stops a whole dataset.
-    """
+    """Rolls of every MIDI file under a folder, split by `midi_folder`'s rule, and the (path, reason) of
+    each file skipped (unreadable by pretty_midi, or no notes on the keyboard)."""
     path = Path(path)
-    if not path.is_dir():
-        raise UserError(f"MIDI folder {path} does not exist or is not a folder")
     check_grid(frames_per_beat, fs)
-    files = midi_files(path)
-    subfolders = [split for split in SPLITS if (path / split).is_dir()]
-    if subfolders:
-        if not {"train", "valid"} <= set(subfolders):
-            raise UserError(
-                f"{path} has {'/, '.join(subfolders)}/ but not both train/ and valid/: add the missing one, "
-                f"or move the files out of the split subfolders to get a seeded split"
-            )
-        inside = [f for f in files if f.relative_to(path).parts[0] in SPLITS]
-        if len(inside) < len(files):
-            log.warning(
-                "ignoring %d MIDI files outside train/ valid/ test/ in %s", len(files) - len(inside), path
-            )
-        files = inside
-
-    rolls, skipped = {}, []
     dropped = {"dropped_out_of_range": 0, "dropped_drum_notes": 0}
-    for i, file in enumerate(files, 1):
-        name = file.relative_to(path).as_posix()
-        try:
-            pm = load_midi(file)
-        except UnreadableMidi as error:
-            log.warning("skipping unreadable MIDI file %s (%s)", file, error.reason)
-            skipped.append((str(file), error.reason))
-            continue
-        roll, stats = midi_to_roll(pm, frames_per_beat, fs, transpose_to_c)
+
+    def read(file: Path) -> np.ndarray | None:
+        roll, stats = midi_to_roll(load_midi(file), frames_per_beat, fs, transpose_to_c)
         for counter in dropped:
             dropped[counter] += stats[counter]
-        if len(roll) == 0:
-            reason = "no notes on the 88 keys (drums and notes outside 21..108 are dropped)"
-            log.warning("skipping MIDI file %s: %s", file, reason)
-            skipped.append((str(file), reason))
-            continue
-        rolls[name] = roll
-        if i % 50 == 0:
-            log.info("read %d/%d MIDI files from %s", i, len(files), path)
+        return roll if len(roll) else None
 
-    if not rolls:
-        first = f"; first: {skipped[0][0]} ({skipped[0][1]})" if skipped else ""
-        raise UserError(
-            f"no readable MIDI file with notes in {path}: found {len(files)} .mid/.midi files, "
-            f"skipped {len(skipped)}{first}"
-        )
+    rolls, skipped = read_folder(path, read)
     log.info(
         "read %d MIDI files from %s: skipped %d, dropped %d drum notes and %d notes outside the keyboard",
         *(len(rolls), path, len(skipped), dropped["dropped_drum_notes"], dropped["dropped_out_of_range"]),
     )
-
-    if not subfolders:
-        return seeded_split(rolls, seed, valid_fraction, test_fraction), skipped
-    splits = {
-        split: [roll for name, roll in sorted(rolls.items()) if name.split("/")[0] == split]
-        for split in SPLITS
-    }
-    for split in ("train", "valid"):
-        if not splits[split]:
-            raise UserError(f"{path / split} has no readable MIDI file with notes: it needs at least one")
-    return splits, skipped
+    return split_pieces(path, rolls, seed, valid_fraction, test_fraction), skipped
 
 
 def _score_to_roll(score, frames_per_beat: int, transpose_to_c: bool) -> np.ndarray:
@@ -360,19 +280,6 @@ def cached_splits(cache_dir: str | Path, key: dict, build: Callable[[], Splits])
     _save_cache(path, splits, key_text)
     log.info("cached rolls in %s", path)
     return splits
-
-
-def fingerprint(path: Path) -> dict:
-    """What changes when the source changes: size and mtime of the file, or of every file under a folder."""
-    if path.is_file():
-        stat = path.stat()
-        return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    listing = "\n".join(
-        f"{p.relative_to(path).as_posix()}\t{p.stat().st_size}\t{p.stat().st_mtime_ns}"
-        for p in sorted(path.rglob("*"))
-        if p.is_file()
-    )
-    return {"path": str(path.resolve()), "files": hashlib.sha256(listing.encode()).hexdigest()}
 
 
 def load_splits(

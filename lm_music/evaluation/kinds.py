@@ -6,7 +6,6 @@ the ceiling (another real split against it) and the floor (independent draws fro
 unigram statistics), and computes the features of all the sets at once.
 """
 
-import logging
 import re
 from dataclasses import dataclass, field
 from functools import partial
@@ -21,8 +20,6 @@ from lm_music.evaluation import events as event_features
 from lm_music.evaluation import lyrics, music
 from lm_music.evaluation.compare import check_reference
 from lm_music.evaluation.copying import memorisation_table
-
-log = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "valid", "test")
 CEILING_OF = {"test": "valid", "valid": "test", "train": "valid"}  # the real split scored against each
@@ -120,41 +117,22 @@ class MusicKind:
         """Rolls drawn by a LightningModule during training (`callbacks.SampleQuality`)."""
         return list(module.sample(num_samples, length, temperature, generator=generator).cpu().numpy())
 
-    def _read_midis(self, files: list[Path], where: Path) -> list[np.ndarray]:
-        from lm_music.midi import UnreadableMidi, midi_to_roll
-
-        rolls = []
-        for file in files:
-            try:
-                roll, _ = midi_to_roll(file, **self.grid)
-            except UnreadableMidi as error:
-                log.warning("skipping unreadable MIDI file %s (%s)", file, error.reason)
-                continue
-            if len(roll) == 0:
-                log.warning("skipping MIDI file %s: no notes on the 88 keys", file)
-                continue
-            rolls.append(roll)
-        if not rolls:
-            raise UserError(
-                f"no readable MIDI file with notes in {where}: found {len(files)} .mid/.midi files"
-                + (" (each skipped file is named above)" if files else "")
-            )
-        return rolls
-
-    def _midi_files(self, folder: Path) -> list[Path]:
-        if not folder.is_dir():
-            raise UserError(f"{folder} is not a folder")
-        return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in (".mid", ".midi"))
-
     def read_folder(self, folder: Path) -> list[np.ndarray]:
-        """The .mid files of a samples folder (sample.py's output), on the model's grid."""
-        return self._read_midis(self._midi_files(folder), folder)
+        """The MIDI files of a folder (sample.py's output, a reference_dir: every file), on the model's grid."""
+        from lm_music.midi import midi_to_roll
+        from lm_music.midi_folder import read_folder
+
+        def read(file: Path) -> np.ndarray | None:
+            roll, _ = midi_to_roll(file, **self.grid)
+            return roll if len(roll) else None
+
+        return list(read_folder(folder, read, by_split=False)[0].values())
 
     def load_reference(self, args) -> dict:
         """The real pieces: reference_dir's (all of them), or the model's data split by split."""
         if args.get("reference_dir"):
             folder = Path(str(args.reference_dir)).expanduser()
-            pieces = self._read_midis(self._midi_files(folder), folder)
+            pieces = self.read_folder(folder)
             check_reference(len(pieces), f"reference_dir {folder}")
             return {"folder": folder, "pieces": pieces}
         from lm_music.data.pianoroll import load_splits
@@ -423,40 +401,20 @@ class EventKind:
         rows = module.sample(num_samples, length, temperature, generator=generator)
         return [np.asarray(ids, dtype=np.int32) for ids in rows]
 
-    def _encode_folder(self, folder: Path) -> list[np.ndarray]:
-        """The MIDI files of a folder as the model's ids (unreadable or note-less files skipped, named)."""
-        from lm_music.data.pianoroll import midi_files
-        from lm_music.events import note_count, read_score
-        from lm_music.midi import UnreadableMidi
-
-        if not folder.is_dir():
-            raise UserError(f"{folder} is not a folder")
-        pieces, files = [], midi_files(folder)
-        for file in files:
-            try:
-                score = read_score(file, self.codec.tracks)
-            except UnreadableMidi as error:
-                log.warning("skipping unreadable MIDI file %s (%s)", file, error.reason)
-                continue
-            if note_count(score) == 0:
-                log.warning("skipping MIDI file %s: no notes on the 88 keys", file)
-                continue
-            pieces.append(self.codec.encode(score))
-        if not pieces:
-            raise UserError(
-                f"no readable MIDI file with notes in {folder}: found {len(files)} .mid/.midi files"
-            )
-        return pieces
-
     def read_folder(self, folder: Path) -> list[np.ndarray]:
-        """The .mid files of a samples folder, tokenized again (their grammar is then the tokenizer's own)."""
-        return self._encode_folder(folder)
+        """The MIDI files of a folder (sample.py's output, a reference_dir: every file) as the model's ids,
+        tokenized again (their grammar is then the tokenizer's own)."""
+        from lm_music.events import read_notes
+        from lm_music.midi_folder import read_folder
+
+        scores = read_folder(folder, lambda file: read_notes(file, self.codec.tracks), by_split=False)[0]
+        return [self.codec.encode(score) for score in scores.values()]
 
     def load_reference(self, args) -> dict:
         """The real pieces: reference_dir's, or the model's data folder tokenized with the model's tokenizer."""
         if args.get("reference_dir"):
             folder = Path(str(args.reference_dir)).expanduser()
-            pieces = self._encode_folder(folder)
+            pieces = self.read_folder(folder)
             check_reference(len(pieces), f"reference_dir {folder}")
             return {"splits": {name: pieces for name in SPLIT_NAMES}, "where": str(folder)}
         from lm_music.data.events import EventDataModule

@@ -13,7 +13,7 @@ anyway. These functions are a few numpy lines each, tested on hand-made rolls wh
 
 import numpy as np
 
-from lm_music.midi import LOWEST_PITCH, MAJOR_PROFILE, MINOR_PROFILE
+from lm_music.midi import LOWEST_PITCH, estimate_major_tonic
 
 MAJOR_SCALE = np.array([0, 2, 4, 5, 7, 9, 11])  # natural minor scales are rotations: the same 12 pitch sets
 NOTE_WINDOW = 16  # notes: a run this long found verbatim in a training piece counts as a copied window
@@ -21,15 +21,6 @@ POLYPHONY_THRESHOLD = 2  # MusPy's polyphony_rate default: frames with MORE than
 SCALES = np.zeros((12, 12), dtype=bool)  # SCALES[t]: the pitch classes of the major scale on tonic t
 for _tonic in range(12):
     SCALES[_tonic, (_tonic + MAJOR_SCALE) % 12] = True
-
-
-def _zscore(rows: np.ndarray) -> np.ndarray:
-    centred = rows - rows.mean(-1, keepdims=True)
-    return centred / np.sqrt((centred**2).mean(-1, keepdims=True))
-
-
-ROTATED = np.array([np.roll(np.arange(12), -t) for t in range(12)])  # ROTATED[t]: classes from tonic t
-PROFILES = _zscore(np.stack([MAJOR_PROFILE, MINOR_PROFILE]))
 
 
 def notes(roll: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -74,16 +65,6 @@ def in_scale_rate(pitches: np.ndarray, tonic: int) -> float:
 def scale_shares(classes: np.ndarray) -> np.ndarray:
     """(12,) the share of the notes in the major scale on each tonic, from the notes' pitch-class counts."""
     return SCALES.astype(float) @ classes / classes.sum()
-
-
-def estimate_major_tonic(classes: np.ndarray) -> int:
-    """`lm_music.midi.estimate_major_tonic` on a pitch-class histogram, all 24 keys at once: the major tonic
-    of the Krumhansl-Schmuckler key (a minor key counts as its relative major)."""
-    if classes.sum() == 0 or np.ptp(classes) == 0:
-        return 0
-    scores = _zscore(classes[ROTATED]) @ PROFILES.T / 12  # (tonic, major|minor) correlations
-    tonic, minor = divmod(int(np.argmax(scores)), 2)
-    return (tonic + 3 * minor) % 12
 
 
 def groove_consistency(onsets: np.ndarray, length: int, bar_frames: int) -> float:
