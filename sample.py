@@ -5,10 +5,12 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from lm_music import options
 from lm_music.errors import UserError
 from lm_music.threads import start_looking
 
 start_looking()  # at the other processes' CPU use, to choose the thread count (lm_music/threads.py)
+options.register()  # the drawing options' defaults, from the package (lm_music/sample_options.yaml)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")

@@ -1,6 +1,7 @@
 """Which temperature (and, for event tokens, top_p) makes each shipped model's samples closest to its data?
 
     python bench/decoding.py [--models jsb_chorales,nottingham,...] [--threads 1] [--out bench/results/decoding.jsonl]
+        [--temperatures 0.7 0.8] [--top-p 0 0.95]
 
 For every setting of the grid, `python -m lm_music.evaluate` (in-process) judges 64 samples of the card's
 length at seed 0 against the VALIDATION split (the ceiling then being test against valid): the setting with the
@@ -32,7 +33,11 @@ MODELS = {
     "lyrics_authors": ["length=500", f"data.path={DATA / 'lyrics' / 'public_domain_songs.csv'}"],
 }
 LYRICS_TEMPERATURES = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
-TEMPERATURES = {"pop909": [0.8, 0.9, 1.0], "lyrics": LYRICS_TEMPERATURES, "lyrics_authors": LYRICS_TEMPERATURES}
+TEMPERATURES = {
+    "pop909": [0.6, 0.7, 0.8, 0.9, 1.0],
+    "lyrics": LYRICS_TEMPERATURES,
+    "lyrics_authors": LYRICS_TEMPERATURES,
+}
 TOP_P = {"pop909": [None, 0.95]}
 ROLL_TEMPERATURES = [0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2]
 
@@ -44,7 +49,11 @@ def judge(model: str, overrides: list[str], threads: int) -> dict:
         args = [f"pretrained={model}", "num_samples=64", "seed=0", "reference=valid", f"threads={threads}"]
         result = evaluate(options([*args, *MODELS[model], *overrides, f"out_dir={out}"]))
     means = {name: round(float(np.nanmean(v)), 4) for name, v in result["features"]["samples"].items()}
-    return {"mean_oa": result["summary"]["mean_oa"], "position": result["summary"]["position"], "samples": means}
+    return {
+        "mean_oa": result["summary"]["mean_oa"],
+        "position": result["summary"]["position"],
+        "samples": means,
+    }
 
 
 def main() -> None:
@@ -52,12 +61,14 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--temperatures", type=float, nargs="+", help="instead of the model's grid")
+    parser.add_argument("--top-p", type=float, nargs="+", help="instead of the model's grid (0: off)")
     args = parser.parse_args()
     lines = []
     for model in args.models.split(","):
         best = None
-        for top_p in TOP_P.get(model, [None]):
-            for temperature in TEMPERATURES.get(model, ROLL_TEMPERATURES):
+        for top_p in [p or None for p in args.top_p] if args.top_p else TOP_P.get(model, [None]):
+            for temperature in args.temperatures or TEMPERATURES.get(model, ROLL_TEMPERATURES):
                 overrides = [f"temperature={temperature}"] + ([f"top_p={top_p}"] if top_p else [])
                 row = {"benchmark": "decoding", "model": model, "temperature": temperature, "top_p": top_p}
                 row |= judge(model, overrides, args.threads)

@@ -1,7 +1,7 @@
 """A local page to play with the models: `python -m lm_music.app [port=7860] [runs_dir=logs] [host=127.0.0.1]`.
 
 It lists the shipped models, every checkpoint under `runs_dir` and takes any path to a `.ckpt` or exported
-folder; it draws through `generation.draw` with conf/sample.yaml's defaults, as `sample.py` does, so one
+folder; it draws through `generation.draw` with the package's sample defaults (`lm_music/sample_options.yaml`), as `sample.py` does, so one
 seed gives the same text or MIDI in both. Weights are only ever read by the one loader (`weights_only` or
 safetensors): the path box cannot make the server run code. Off loopback (`host=` another address) it
 serves only the shipped models and checkpoints under `runs_dir`. The model picked is loaded once and kept
@@ -16,28 +16,21 @@ import tempfile
 from pathlib import Path
 
 import gradio as gr
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from lm_music.cards import summary
 from lm_music.checkpoints import PRETRAINED, pretrained_names
 from lm_music.errors import UserError
 from lm_music.generation import Model, decoding_defaults, draw, load_model
+from lm_music.options import sample_options
 from lm_music.tasks import TASKS
 from lm_music.threads import ThreadPolicy, start_looking
 
 log = logging.getLogger(__name__)
 
-SAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "sample.yaml"  # sample.py's defaults
 MAX_SAMPLES = 8  # result slots on the page
 DEFAULT_MODEL = f"{PRETRAINED}bach_chorales"
 CONTROLS = sorted({control for task in TASKS.values() for control in task.page_controls})
-
-
-def sample_defaults() -> DictConfig:
-    """conf/sample.yaml's values (its Hydra defaults list left out): the page's options start from them."""
-    cfg = OmegaConf.load(SAMPLE_CONFIG)
-    cfg.pop("defaults", None)
-    return cfg
 
 
 def find_models(runs_dir: str | Path) -> list[str]:
@@ -62,7 +55,7 @@ class Page:
     def __init__(self, runs_dir: str | Path = "logs", threads: str | int = "auto", restricted: bool = False):
         self.runs_dir, self.restricted = Path(runs_dir), restricted
         self.threads = ThreadPolicy(threads)
-        self.defaults = sample_defaults()
+        self.defaults = sample_options()
 
     def check_allowed(self, path: str) -> None:
         if not self.restricted or str(path).startswith(PRETRAINED):

@@ -18,7 +18,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from lm_music.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
 OWN_KEYS = {"samples_dir", "reference", "reference_dir", "data", "out_dir"}
 DEFAULTS = {"num_samples": 64, "length": 256, "reference": "test", "out_dir": "evaluation", "audio": False}
 USAGE = (
@@ -28,15 +27,10 @@ USAGE = (
 )
 
 
-def sample_options() -> dict:
-    """conf/sample.yaml's keys and defaults (the drawing options), without Hydra's own."""
-    options = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "sample.yaml"))
-    options.pop("defaults", None)
-    return options
-
-
 def options(argv: list[str]) -> DictConfig:
     """The command line as a config: sample.py's keys (num_samples, length, seed, ...) and this command's."""
+    from lm_music.options import sample_options
+
     try:
         args = OmegaConf.from_dotlist(argv)
     except Exception as error:  # a malformed key=value
@@ -129,6 +123,9 @@ def main(argv: list[str]) -> None:
     from lm_music.evaluation.report import memorisation_lines, table
     from lm_music.threads import start_looking
 
+    if {"-h", "--help"} & set(argv):
+        print(f"{__doc__}\n{USAGE}")
+        return
     start_looking()
     try:
         cfg = options(argv)

@@ -71,7 +71,7 @@ def check_options(cfg: DictConfig) -> None:
 
 
 def draw(model: Model, cfg: DictConfig):
-    """`cfg.num_samples` samples drawn as one batch with `cfg.seed` (conf/sample.yaml's keys): the task's
+    """`cfg.num_samples` samples drawn as one batch with `cfg.seed` (the sample options' keys): the task's
     samples object (`TextSamples`, `RollSamples`), no files written. Decoding options left null take the
     model's defaults."""
     cfg = with_model_defaults(model, cfg)

@@ -111,7 +111,9 @@ def split_pieces(
     """The pieces of `read_folder` by split: its subfolders' when it has them, else seeded by piece."""
     if not split_subfolders(path):
         return seeded_split(pieces, seed, valid_fraction, test_fraction)
-    splits = {split: [p for name, p in sorted(pieces.items()) if name.split("/")[0] == split] for split in SPLITS}
+    splits = {
+        split: [p for name, p in sorted(pieces.items()) if name.split("/")[0] == split] for split in SPLITS
+    }
     for split in ("train", "valid"):
         if not splits[split]:
             raise UserError(f"{path / split} has no readable MIDI file with notes: it needs at least one")

@@ -66,7 +66,7 @@ def refuse_option(key: str, options, takes: str) -> None:
 
 
 def draw_lyrics(sampler: LyricsSampler, options, generator: torch.Generator) -> TextSamples:
-    """`options`: conf/sample.yaml's keys (prime, artist, top_k, top_p, ...)."""
+    """`options`: the sample options' keys (prime, artist, top_k, top_p, ...)."""
     refuse_option("prime_json", options, "event-token (e.g. pretrained=pop909)")
     refuse_option("prime_midi", options, "music")
     artists = [options.artist] * options.num_samples if options.get("artist") else None
@@ -93,7 +93,7 @@ def write_lyrics(samples: TextSamples, out_dir: Path) -> list[Path]:
 
 
 def draw_music(sampler: PianoRollSampler, options, generator: torch.Generator) -> RollSamples:
-    """`options`: conf/sample.yaml's keys (prime_midi, prime_frames, tempo, velocity, audio, ...)."""
+    """`options`: the sample options' keys (prime_midi, prime_frames, tempo, velocity, audio, ...)."""
     grid = {"frames_per_beat": sampler.frames_per_beat, "fs": sampler.fs}
     refuse_option("prime_json", options, "event-token (e.g. pretrained=pop909)")
     prime = None
@@ -168,7 +168,7 @@ def prime_score(path: str, tracks: str):
 
 
 def draw_events(sampler: EventSampler, options, generator: torch.Generator) -> EventSamples:
-    """`options`: conf/sample.yaml's keys (prime_midi or prime_json, prime_tokens, top_k, top_p, audio, ...)."""
+    """`options`: the sample options' keys (prime_midi or prime_json, prime_tokens, top_k, top_p, audio, ...)."""
     codec = sampler.codec
     prime = None
     if options.get("prime_json") and options.get("prime_midi"):

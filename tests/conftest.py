@@ -91,8 +91,10 @@ def compose_train(output_dir: Path, overrides: list[str]):
 
 def sample_run(overrides: list[str]) -> list[Path]:
     """`python sample.py OVERRIDES` in this process; return the files written."""
+    from lm_music import options
     from lm_music.generation import sample
 
+    options.register()  # as sample.py does
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return sample(compose("sample", overrides=overrides))[1]
