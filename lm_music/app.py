@@ -9,7 +9,6 @@ serves only the shipped models and checkpoints under `runs_dir`. The model picke
 """
 
 import ipaddress
-import json
 import logging
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from pathlib import Path
 import gradio as gr
 from omegaconf import OmegaConf
 
+from lm_music import run_folder
 from lm_music.cards import summary
 from lm_music.checkpoints import PRETRAINED, pretrained_names
 from lm_music.errors import UserError
@@ -81,8 +81,7 @@ class Page:
         checkpoint = model.checkpoint
         if "exported" in checkpoint:
             return checkpoint["exported"].get("summary") or model.path
-        metrics_file = Path(model.path).parent.parent / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        metrics = run_folder.metrics(run_folder.run_of(model.path))
         parameters = sum(p.numel() for p in model.sampler.net.parameters())
         return summary(model.task.name, checkpoint["hyper_parameters"], parameters, None, metrics)
 

@@ -4,13 +4,12 @@ What a card says of the data comes from the run folder (`.hydra/`, `metrics.json
 datasets below; what it says of the model comes from its task (`lm_music.tasks`).
 """
 
-import json
 import shlex
 from pathlib import Path
 
 import yaml
-from omegaconf import OmegaConf
 
+from lm_music import run_folder
 from lm_music.tasks import TASKS
 
 # What a model card says of the data it was trained on, by data file (or source) name.
@@ -112,18 +111,15 @@ def card_command(overrides: list[str]) -> str:
 
 def run_facts(ckpt_path: Path) -> dict:
     """What the run folder around a checkpoint says: its overrides and command, config and metrics."""
-    run = ckpt_path.parent.parent
+    run = run_folder.run_of(ckpt_path)
     facts: dict = {"run": str(run)}
-    overrides = run / ".hydra" / "overrides.yaml"
-    if overrides.is_file():
-        facts["overrides"] = list(yaml.safe_load(overrides.read_text()) or [])
-        facts["command"] = card_command(facts["overrides"])
-    config = run / ".hydra" / "config.yaml"
-    if config.is_file():
-        facts["config"] = OmegaConf.to_container(OmegaConf.load(config), resolve=False)
-    metrics = run / "metrics.json"
-    if metrics.is_file():
-        facts["metrics"] = json.loads(metrics.read_text())
+    if (overrides := run_folder.overrides(run)) is not None:
+        facts["overrides"] = overrides
+        facts["command"] = card_command(overrides)
+    if (config := run_folder.config(run)) is not None:
+        facts["config"] = config
+    if metrics := run_folder.metrics(run):
+        facts["metrics"] = metrics
     return facts
 
 

@@ -2,15 +2,14 @@
 
 import csv
 import io
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from lm_music import run_folder
 from lm_music.io import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -21,10 +20,8 @@ def summarize_sweep(sweep_dir: str | Path) -> list[dict]:
     rows = []
     for metrics_file in sorted(Path(sweep_dir).glob("*/metrics.json"), key=lambda p: _job_number(p.parent)):
         job_dir = metrics_file.parent
-        overrides_file = job_dir / ".hydra" / "overrides.yaml"
-        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
-        row = {"job": job_dir.name, "overrides": " ".join(overrides)}
-        row.update({k: v for k, v in json.loads(metrics_file.read_text()).items() if "/" in k})
+        row = {"job": job_dir.name, "overrides": " ".join(run_folder.overrides(job_dir) or [])}
+        row.update({k: v for k, v in run_folder.metrics(job_dir).items() if "/" in k})
         rows.append(row)
     return rows
 

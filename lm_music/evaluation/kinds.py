@@ -12,9 +12,8 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import yaml
-from omegaconf import OmegaConf
 
+from lm_music import run_folder
 from lm_music.errors import UserError
 from lm_music.evaluation import events as event_features
 from lm_music.evaluation import lyrics, music
@@ -40,28 +39,12 @@ class Sets:
 
 
 def run_data_settings(checkpoint: dict) -> dict:
-    """The `data:` settings of the run folder around a `.ckpt` (its .hydra/config.yaml), relative paths taken
-    from where that run was launched; an exported model's, without the path; {} for a .ckpt outside its run."""
-    if checkpoint.get("exported"):  # what export kept: the split and filters, not the data's path
+    """The data settings of the model's run: an exported model's (the split and filters, not the data's path),
+    a `.ckpt`'s run folder's (`run_folder.data_settings`); {} for a .ckpt outside its run."""
+    if checkpoint.get("exported"):
         return dict(checkpoint["exported"].get("data") or {})
     path = Path(checkpoint.get("path", ""))
-    config = path.parent.parent / ".hydra" / "config.yaml"
-    if not path.is_file() or not config.is_file():
-        return {}
-    cfg = OmegaConf.load(config)
-    try:
-        data = OmegaConf.to_container(cfg.data, resolve=True) if "data" in cfg else {}
-    except Exception as error:  # an interpolation that needs Hydra's runtime: say which file
-        raise UserError(f"cannot read the data settings of {config}: {error}") from None
-    launched = Path.cwd()
-    hydra_file = config.with_name("hydra.yaml")
-    if hydra_file.is_file():
-        runtime = (yaml.safe_load(hydra_file.read_text()) or {}).get("hydra", {}).get("runtime", {})
-        launched = Path(runtime.get("cwd") or launched)
-    for key in ("path", "cache_dir"):
-        if data.get(key) and not Path(str(data[key])).expanduser().is_absolute():
-            data[key] = str(launched / str(data[key]))
-    return data
+    return run_folder.data_settings(run_folder.run_of(path)) if path.is_file() else {}
 
 
 def data_settings(checkpoint: dict, overrides: dict, elsewhere: str = "") -> dict:
