@@ -46,7 +46,7 @@ def evaluate(cfg: DictConfig) -> dict:
     """Draw (or read) the samples, score them and the anchors against the reference, write evaluation.json
     and evaluation.png into `cfg.out_dir`; return the result."""
     from lm_music.evaluation.compare import compare_sets, mean_oa
-    from lm_music.evaluation.kinds import KINDS, SPLIT_NAMES
+    from lm_music.evaluation.kinds import SPLIT_NAMES
     from lm_music.evaluation.report import position, write_json, write_png
     from lm_music.generation import check_options, draw, load_model, model_path, with_model_defaults
     from lm_music.threads import ThreadPolicy
@@ -62,7 +62,7 @@ def evaluate(cfg: DictConfig) -> dict:
     cfg = with_model_defaults(model, cfg)
     threads.start()
     timing["model_s"], clock = time.perf_counter() - clock, time.perf_counter()
-    kind = KINDS[model.task.name](model)
+    kind = model.task.evaluation(model)
     loaded = kind.load_reference(cfg)  # before drawing: a missing reference is one line, at once
     timing["reference_s"], clock = time.perf_counter() - clock, time.perf_counter()
     if cfg.get("samples_dir"):

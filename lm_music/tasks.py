@@ -17,6 +17,7 @@ import torch
 
 from lm_music import events, midi, mirex
 from lm_music.errors import UserError
+from lm_music.evaluation.kinds import EventKind, LyricsKind, MusicKind
 from lm_music.io import atomic_path, write_text_atomic
 from lm_music.samplers import EventSampler, LyricsSampler, PianoRollSampler, Sampler
 
@@ -261,6 +262,7 @@ class Task:
 
     name: str  # the checkpoint's `lm_music_task`, config.json's `task`
     sampler: type[Sampler]  # the network and what drawing from it needs, without Lightning
+    evaluation: type  # how `python -m lm_music.evaluate` reads, sets against real data and measures samples
     module: str  # "package.module:Class" of its LightningModule, imported only to train or score
     draw: Callable  # (sampler, options, generator) -> samples (values, no files)
     write: Callable[..., list[Path]]  # (samples, out_dir) -> the files written
@@ -284,6 +286,7 @@ TASKS: dict[str, Task] = {
         Task(
             name="lyrics",
             sampler=LyricsSampler,
+            evaluation=LyricsKind,
             module="lm_music.modules.lyrics:LyricsLM",
             draw=draw_lyrics,
             write=write_lyrics,
@@ -301,6 +304,7 @@ TASKS: dict[str, Task] = {
         Task(
             name="pianoroll",
             sampler=PianoRollSampler,
+            evaluation=MusicKind,
             module="lm_music.modules.pianoroll:PianoRollLM",
             draw=draw_music,
             write=write_music,
@@ -319,6 +323,7 @@ TASKS: dict[str, Task] = {
         Task(
             name="events",
             sampler=EventSampler,
+            evaluation=EventKind,
             module="lm_music.modules.events:EventLM",
             draw=draw_events,
             write=write_events,

@@ -336,11 +336,10 @@ def test_roll_samples_are_judged_at_the_real_pieces_lengths():
     ceiling's) to the longest sample, and the floor is drawn at the cut lengths."""
     from omegaconf import OmegaConf
 
-    from lm_music.evaluation.kinds import KINDS
     from lm_music.generation import load_model
 
     model = load_model("pretrained:jsb_chorales", "cpu")
-    kind = KINDS[model.task.name](model)
+    kind = model.task.evaluation(model)
     args = OmegaConf.create({"data": {"path": str(JSB)}, "reference": "test", "seed": 0})
     loaded = kind.load_reference(args)
     test = loaded["splits"]["test"]

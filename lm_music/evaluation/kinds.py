@@ -1,7 +1,7 @@
 """What each kind of model's samples are judged as: how they are read, the reference sets, the features.
 
-`KINDS` maps a task's name (the checkpoint's `lm_music_task`) to its kind, so the command never asks which
-task it has. A kind turns drawn samples or a folder into values (rolls, texts), builds the reference split,
+Each task's entry in `lm_music.tasks.TASKS` names its kind (`Task.evaluation`), so the evaluator never asks
+which task it has. A kind turns drawn samples or a folder into values (rolls, texts), builds the reference split,
 the ceiling (another real split against it) and the floor (independent draws from the training set's
 unigram statistics), and computes the features of all the sets at once.
 """
@@ -349,9 +349,6 @@ class LyricsKind:
         return out
 
 
-KINDS = {"pianoroll": MusicKind, "lyrics": LyricsKind}  # keyed on the task's name (lm_music.tasks.TASKS)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Event tokens: pieces as token ids of the model's tokenizer, decoded to measure them
 
@@ -450,6 +447,3 @@ class EventKind:
             return {}
         symbols = partial(event_features.note_symbols, self.codec)
         return {"memorisation": note_memorisation(symbols, self.training, named)}
-
-
-KINDS["events"] = EventKind
