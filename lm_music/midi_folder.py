@@ -5,7 +5,9 @@ fingerprint that keys a cache of what was read. What a file becomes (a roll, a s
 """
 
 import hashlib
+import json
 import logging
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -22,6 +24,7 @@ MIDI_SUFFIXES = (".mid", ".midi")
 NO_NOTES = "no notes on the 88 keys (drums and notes outside 21..108 are dropped)"
 
 Piece = TypeVar("Piece")
+Built = TypeVar("Built")
 
 
 def midi_files(folder: Path) -> list[Path]:
@@ -131,3 +134,31 @@ def fingerprint(path: Path) -> dict:
         if p.is_file()
     )
     return {"path": str(path.resolve()), "files": hashlib.sha256(listing.encode()).hexdigest()}
+
+
+def npz_cache(
+    cache_dir: str | Path,
+    kind: str,
+    key: dict,
+    build: Callable[[], Built],
+    save: Callable[[Path, Built, str], None],
+    load: Callable[[Path], Built],
+) -> Built:
+    """`build()`, kept in `cache_dir/KIND-HASH.npz` (the hash of `key`: the source's fingerprint and the
+    settings), so a second run reads no MIDI. `save(path, built, key_text)` writes the file under a temporary
+    name and renames it (an interrupted write is never read); a file `load(path)` cannot read is rebuilt."""
+    key_text = json.dumps(key, sort_keys=True, default=str)
+    path = Path(cache_dir) / f"{kind}-{hashlib.sha256(key_text.encode()).hexdigest()[:16]}.npz"
+    if path.exists():
+        try:
+            built = load(path)
+            log.info("loaded %s from cache %s", kind, path)
+            return built
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            log.warning(
+                "cache file %s cannot be loaded (%s: %s): rebuilding it", path, type(error).__name__, error
+            )
+    built = build()
+    save(path, built, key_text)
+    log.info("cached %s in %s", kind, path)
+    return built

@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from lm_music.events import (
     tokenizer_params,
 )
 from lm_music.io import atomic_path
-from lm_music.midi_folder import SPLITS, fingerprint, read_folder, split_pieces
+from lm_music.midi_folder import SPLITS, fingerprint, npz_cache, read_folder, split_pieces
 
 log = logging.getLogger(__name__)
 
@@ -141,27 +140,17 @@ def _load_cache(path: Path) -> Tokenized:
     return Tokenized(splits, tokenizer, skipped)
 
 
-def cached_tokens(cache_dir: Path, key: dict, build) -> Tokenized:
-    """`build()`'s tokens, stored under a name hashed from `key` (written under a temporary name and
-    renamed, so an interrupted write is never read; a file that cannot be loaded is rebuilt). A cache hit
-    repeats the warning for each file that was skipped."""
-    key_text = json.dumps(key, sort_keys=True, default=str)
-    path = Path(cache_dir) / f"events-{hashlib.sha256(key_text.encode()).hexdigest()[:16]}.npz"
-    if path.exists():
-        try:
-            data = _load_cache(path)
-            for file, reason in data.skipped:
-                log.warning("skipping MIDI file %s (%s)", file, reason)
-            log.info("loaded tokens from cache %s", path)
-            return data
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-            log.warning(
-                "cache file %s cannot be loaded (%s: %s): rebuilding it", path, type(error).__name__, error
-            )
-    data = build()
-    _save_cache(path, data, key_text)
-    log.info("cached tokens in %s", path)
+def _load_cache_naming_skipped(path: Path) -> Tokenized:
+    """A cache hit repeats the warning for each file that was skipped when the folder was read."""
+    data = _load_cache(path)
+    for file, reason in data.skipped:
+        log.warning("skipping MIDI file %s (%s)", file, reason)
     return data
+
+
+def cached_tokens(cache_dir: Path, key: dict, build) -> Tokenized:
+    """`build()`'s tokens through `midi_folder.npz_cache`: ids, the tokenizer and the skipped files."""
+    return npz_cache(cache_dir, "events", key, build, _save_cache, _load_cache_naming_skipped)
 
 
 class EventDataModule(SequenceDataModule):

@@ -5,11 +5,8 @@ column j = MIDI pitch j + 21. MIDI and music21 sources are slow to parse, so `lo
 their rolls (as bits) keyed by the source's files and the grid settings.
 """
 
-import hashlib
-import json
 import logging
 import pickle
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,7 +27,7 @@ from lm_music.midi import (
     notes_to_roll,
     transpose_shift,
 )
-from lm_music.midi_folder import SPLITS, fingerprint, read_folder, seeded_split, split_pieces
+from lm_music.midi_folder import SPLITS, fingerprint, npz_cache, read_folder, seeded_split, split_pieces
 
 log = logging.getLogger(__name__)
 
@@ -259,27 +256,10 @@ def _load_cache(path: Path) -> Splits:
 
 
 def cached_splits(cache_dir: str | Path, key: dict, build: Callable[[], Splits]) -> Splits:
-    """`build()`'s splits, stored under a name hashed from `key`, so a second run skips the parsing.
-
-    Rolls are stored as bits (np.packbits over the 88 keys) in one compressed .npz (held notes repeat the
-    same bytes frame after frame, so zlib shrinks them about 20x), written under a temporary name
-    and renamed, so an interrupted write is never read; a cache file that cannot be loaded is rebuilt.
-    """
-    key_text = json.dumps(key, sort_keys=True, default=str)
-    path = Path(cache_dir) / f"rolls-{hashlib.sha256(key_text.encode()).hexdigest()[:16]}.npz"
-    if path.exists():
-        try:
-            splits = _load_cache(path)
-            log.info("loaded rolls from cache %s", path)
-            return splits
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-            log.warning(
-                "cache file %s cannot be loaded (%s: %s): rebuilding it", path, type(error).__name__, error
-            )
-    splits = build()
-    _save_cache(path, splits, key_text)
-    log.info("cached rolls in %s", path)
-    return splits
+    """`build()`'s splits through `midi_folder.npz_cache`: rolls stored as bits (np.packbits over the 88
+    keys) in one compressed .npz (held notes repeat the same bytes frame after frame, so zlib shrinks them
+    about 20x)."""
+    return npz_cache(cache_dir, "rolls", key, build, _save_cache, _load_cache)
 
 
 def load_splits(
