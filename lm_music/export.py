@@ -114,7 +114,8 @@ def _score(folder: Path, config: dict, facts: dict) -> dict:
     command = [
         sys.executable,
         str(Path(__file__).parent.parent / "train.py"),
-        *facts["overrides"],
+        # a fine-tuned run's init_from is where its training began: the weights to score are ckpt_path's
+        *(o for o in facts["overrides"] if o.split("=", 1)[0].lstrip("+~") != "init_from"),
         "train=false",
         f"ckpt_path={folder.resolve()}",
         "logger=csv",
