@@ -149,8 +149,8 @@ class MusicKind:
             loaded["pieces"] if "folder" in loaded else loaded["splits"][str(args.get("reference", "test"))]
         )
         samples = [roll[: len(real[i % len(real)])] for i, roll in enumerate(samples)]
-        longest = max(len(roll) for roll in samples)
         lengths = [len(r) for r in samples]
+        longest = max(lengths)
         if "folder" in loaded:
             reference = [roll[:longest] for roll in loaded["pieces"]]
             first, second = _halves(reference, seed) if len(reference) >= 4 else (None, None)
