@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import hardware  # noqa: E402
 
 from lm_music.checkpoints import load_checkpoint, module_from_checkpoint  # noqa: E402
-from lm_music.data.lyrics import LyricsDataModule  # noqa: E402
+from lm_music.tasks.lyrics.datamodule import LyricsDataModule  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

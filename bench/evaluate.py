@@ -29,8 +29,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import hardware  # noqa: E402
 
-from lm_music.data.lyrics import read_lyrics_csv  # noqa: E402
-from lm_music.evaluation import copying, lyrics  # noqa: E402
+from lm_music.evaluation import copying  # noqa: E402
+from lm_music.tasks.lyrics import features as lyrics  # noqa: E402
+from lm_music.tasks.lyrics.datamodule import read_lyrics_csv  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

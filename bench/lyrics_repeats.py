@@ -47,12 +47,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from lm_music.evaluation.kinds import LyricsKind
     from lm_music.generation import load_model
+    from lm_music.tasks.lyrics.evaluation import LyricsEvaluation
 
     model = load_model(f"pretrained:{args.model}", "cpu")
     model.sampler.net.eval()
-    kind = LyricsKind(model)
+    kind = LyricsEvaluation(model)
     songs = kind.load_reference({"data": {"path": str(args.data)}, "reference": "test"})["splits"]["test"]
     lines = [row for song in songs for row in line_costs(model.sampler, song)]
     result = {"benchmark": "lyrics_repeats", "model": args.model, "songs": len(songs), **hardware()}

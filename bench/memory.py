@@ -4,7 +4,7 @@ on pieces tiled to 1x, 2x, 4x their length; and the bytes per frame of the roll 
     python bench/memory.py [--quick] [--tiles 1 2 4] [--steps 2] [--batch 4] [--tbptt 200] [--threads 2] [--cache-only]
 
 Each configuration runs in a child process of its own (peak RSS = its ru_maxrss): the project's
-PianoRollDataModule and PianoRollLM in a pl.Trainer, `steps` steps over the `steps * batch` longest
+PianoRollDataModule and PianoRollLitModule in a pl.Trainer, `steps` steps over the `steps * batch` longest
 training pieces, each tiled `tile` times. `rss_before_fit_mb` is the peak before training starts (data,
 model, imports); `train_extra_mb` what training added on top. One JSON line per configuration, then one
 per roll cache (`cached_splits` of a MIDI folder, and of Piano_midi.mat).
@@ -34,8 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import hardware, one_epoch_trainer  # noqa: E402
 
 from lm_music.data.batching import SequenceDataset  # noqa: E402
-from lm_music.data.pianoroll import PianoRollDataModule, cached_splits, load_splits, read_benchmark  # noqa: E402
-from lm_music.modules.pianoroll import PianoRollLM  # noqa: E402
+from lm_music.tasks.pianoroll.datamodule import (  # noqa: E402
+    PianoRollDataModule,
+    cached_splits,
+    load_splits,
+    read_benchmark,
+)
+from lm_music.tasks.pianoroll.lit_module import PianoRollLitModule  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PIANO_MIDI = DATA / "polyphonic" / "Piano_midi.mat"
@@ -55,7 +60,7 @@ def child(args) -> None:
     longest = sorted(dm.datasets["train"].sequences, key=len)[-args.batch * args.steps :]
     dm.datasets["train"] = SequenceDataset([np.tile(roll, (args.tile, 1)) for roll in longest])
     torch.manual_seed(0)
-    module = PianoRollLM(tbptt_steps=args.tbptt, gradient_clip_val=1.0, **dm.model_kwargs())
+    module = PianoRollLitModule(tbptt_steps=args.tbptt, gradient_clip_val=1.0, **dm.model_kwargs())
     trainer = one_epoch_trainer()
     before = peak_mb()
     start = time.perf_counter()

@@ -5,7 +5,7 @@
 Per file, three ways, each over every .mid/.midi file of the folder (its subfolders included), in one process:
 - `pretty_midi`: `lm_music.midi.midi_to_roll` on the eighth-note grid, what the roll data modules do today;
 - `symusic`: `symusic.Score` parsed, resampled to the same grid and made into an 88-key roll (its pianoroll);
-- `tokens`: `lm_music.events.read_score` (symusic, tracks merged) and the codec's `encode`, per tokenizer.
+- `tokens`: `lm_music.tasks.events.codec.read_score` (symusic, tracks merged) and the codec's `encode`, per tokenizer.
 Prints one JSON line: files/s for each (the median over `--repeats` passes), the ratio symusic / pretty_midi,
 tokens/s of each tokenizer, and how many files' note counts the two readers disagree on (with one example).
 """
@@ -23,8 +23,8 @@ import symusic
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import hardware  # noqa: E402
 
-from lm_music.events import EventCodec, make_tokenizer, read_score  # noqa: E402
 from lm_music.midi import HIGHEST_PITCH, LOWEST_PITCH, midi_to_roll  # noqa: E402
+from lm_music.tasks.events.codec import EventCodec, make_tokenizer, read_score  # noqa: E402
 
 FRAMES_PER_BEAT = 2
 

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import hardware  # noqa: E402
 
 from lm_music.data.batching import LengthGroupedBatchSampler, padding_share  # noqa: E402
-from lm_music.data.lyrics import LyricsDataModule  # noqa: E402
-from lm_music.data.pianoroll import PianoRollDataModule  # noqa: E402
+from lm_music.tasks.lyrics.datamodule import LyricsDataModule  # noqa: E402
+from lm_music.tasks.pianoroll.datamodule import PianoRollDataModule  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

@@ -82,8 +82,8 @@ def test_notes_and_frames(data: Path, roll_run: Path) -> tuple[float, float]:
     """The test split's MIDI notes (as bits per note counts them) and its frames on the roll model's grid."""
     from omegaconf import OmegaConf
 
-    from lm_music.data.events import EventDataModule
-    from lm_music.data.pianoroll import PianoRollDataModule
+    from lm_music.tasks.events.datamodule import EventDataModule
+    from lm_music.tasks.pianoroll.datamodule import PianoRollDataModule
 
     events = EventDataModule(str(data), cache_dir=str(ROOT / "data" / "cache"))
     events.setup()

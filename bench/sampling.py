@@ -2,8 +2,8 @@
 
     python bench/sampling.py [--quick] [--repeats 3] [--threads 2] [--lyrics-ckpt X] [--music-ckpt Y]
 
-Lyrics: `LyricsLM.sample` of 64 samples x 1000 characters in one batch, against the same 64 drawn with
-batch size 1 one after another; music: `PianoRollLM.sample` of 16 x 512 frames likewise. Randomly
+Lyrics: `LyricsLitModule.sample` of 64 samples x 1000 characters in one batch, against the same 64 drawn with
+batch size 1 one after another; music: `PianoRollLitModule.sample` of 16 x 512 frames likewise. Randomly
 initialised models (vocabulary from songdata_head.csv) unless checkpoints are given; sampling always runs
 the full length, so the weights do not change the work. Each repeat times the batch, then `--singles`
 batch-1 samples: one at a time = samples x their mean time (`--singles 64` times all of them). Figures are
@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import hardware  # noqa: E402
 
 from lm_music.checkpoints import load_checkpoint, module_from_checkpoint  # noqa: E402
-from lm_music.data.lyrics import read_lyrics_csv  # noqa: E402
-from lm_music.modules.lyrics import LyricsLM  # noqa: E402
-from lm_music.modules.pianoroll import PianoRollLM  # noqa: E402
-from lm_music.vocab import CharVocab  # noqa: E402
+from lm_music.tasks.lyrics.datamodule import read_lyrics_csv  # noqa: E402
+from lm_music.tasks.lyrics.lit_module import LyricsLitModule  # noqa: E402
+from lm_music.tasks.lyrics.vocab import CharVocab  # noqa: E402
+from lm_music.tasks.pianoroll.lit_module import PianoRollLitModule  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -44,8 +44,8 @@ def model(task: str, ckpt: str | None):
     torch.manual_seed(0)
     if task == "lyrics":
         vocab = CharVocab.build(read_lyrics_csv(DATA / "lyrics" / "songdata_head.csv")["text"])
-        return LyricsLM(vocab.chars).eval()
-    return PianoRollLM().eval()
+        return LyricsLitModule(vocab.chars).eval()
+    return PianoRollLitModule().eval()
 
 
 def seconds(fn) -> float:

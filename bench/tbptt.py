@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import hardware, one_epoch_trainer  # noqa: E402
 
 import lm_music  # noqa: E402
-from lm_music.data.pianoroll import PianoRollDataModule  # noqa: E402
-from lm_music.modules.pianoroll import PianoRollLM  # noqa: E402
+from lm_music.tasks.pianoroll.datamodule import PianoRollDataModule  # noqa: E402
+from lm_music.tasks.pianoroll.lit_module import PianoRollLitModule  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -67,7 +67,7 @@ def run_epoch(
     pl.seed_everything(seed, verbose=False)
     model = {**experiment.model, "hidden_size": hidden, "embedding_dim": hidden, "head": head}
     model.pop("_target_", None)
-    module = PianoRollLM(**model, **dm.model_kwargs())
+    module = PianoRollLitModule(**model, **dm.model_kwargs())
     count = Count()
     trainer = one_epoch_trainer(
         precision=precision,

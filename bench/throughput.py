@@ -45,12 +45,12 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import hardware, one_epoch_trainer  # noqa: E402
 
-from lm_music.data.events import EventDataModule  # noqa: E402
-from lm_music.data.lyrics import LyricsDataModule  # noqa: E402
-from lm_music.data.pianoroll import PianoRollDataModule  # noqa: E402
-from lm_music.modules.events import EventLM  # noqa: E402
-from lm_music.modules.lyrics import LyricsLM  # noqa: E402
-from lm_music.modules.pianoroll import PianoRollLM  # noqa: E402
+from lm_music.tasks.events.datamodule import EventDataModule  # noqa: E402
+from lm_music.tasks.events.lit_module import EventLitModule  # noqa: E402
+from lm_music.tasks.lyrics.datamodule import LyricsDataModule  # noqa: E402
+from lm_music.tasks.lyrics.lit_module import LyricsLitModule  # noqa: E402
+from lm_music.tasks.pianoroll.datamodule import PianoRollDataModule  # noqa: E402
+from lm_music.tasks.pianoroll.lit_module import PianoRollLitModule  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -117,7 +117,7 @@ def make(task: str, args) -> tuple[pl.LightningDataModule, Callable]:
     if task == "lyrics":
         dm = LyricsDataModule(str(DATA / "lyrics" / "songdata_head.csv"), max_len=args.max_len, batch_size=50)
         dm.setup("fit")
-        return dm, lambda: LyricsLM(**dm.model_kwargs(), **sizes("char", args.arch))
+        return dm, lambda: LyricsLitModule(**dm.model_kwargs(), **sizes("char", args.arch))
     if task == "events":
         dm = EventDataModule(
             str(DATA / "midi" / "pop909"),
@@ -126,10 +126,10 @@ def make(task: str, args) -> tuple[pl.LightningDataModule, Callable]:
             cache_dir=str(ROOT / "data" / "cache"),
         )
         dm.setup("fit")
-        return dm, lambda: EventLM(**dm.model_kwargs(), **sizes("event", args.arch))
+        return dm, lambda: EventLitModule(**dm.model_kwargs(), **sizes("event", args.arch))
     dm = PianoRollDataModule(path=str(DATA / "polyphonic" / "Nottingham.mat"), batch_size=args.music_batch)
     dm.setup("fit")
-    return dm, lambda: PianoRollLM(**dm.model_kwargs(), **sizes("pianoroll", args.arch))
+    return dm, lambda: PianoRollLitModule(**dm.model_kwargs(), **sizes("pianoroll", args.arch))
 
 
 def sizes(model: str, arch: str) -> dict:

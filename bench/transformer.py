@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import hardware  # noqa: E402
 
 from lm_music.decoding import categorical_draw, generate  # noqa: E402
-from lm_music.models.transformer import CharTransformer, PianoRollTransformer  # noqa: E402
+from lm_music.nets.roll import PianoRollTransformer  # noqa: E402
+from lm_music.nets.token import TokenTransformer  # noqa: E402
 
 VOCAB = 100
 
@@ -91,7 +92,7 @@ def sampling(task: str, net, num: int, length: int, args) -> dict:
     }
 
 
-def flops(net: CharTransformer, args) -> dict:
+def flops(net: TokenTransformer, args) -> dict:
     batch = torch.randint(VOCAB, (32, args.context + 1))
     optimizer = torch.optim.AdamW(net.parameters())
 
@@ -135,7 +136,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     sizes = {"d_model": args.d_model, "n_layer": args.n_layer, "n_head": args.n_head, "context": args.context}
     torch.manual_seed(0)
-    chars = CharTransformer(VOCAB, dropout=0.0, **sizes).eval()
+    chars = TokenTransformer(VOCAB, dropout=0.0, **sizes).eval()
     rolls = PianoRollTransformer(dropout=0.0, head="nade", **sizes).eval()
     scale = 4 if args.quick else 1
     common = {

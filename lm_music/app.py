@@ -23,7 +23,7 @@ from lm_music.checkpoints import PRETRAINED, pretrained_names
 from lm_music.errors import UserError
 from lm_music.generation import Model, decoding_defaults, draw, load_model
 from lm_music.options import sample_options
-from lm_music.tasks import TASKS
+from lm_music.tasks.registry import TASKS
 from lm_music.threads import ThreadPolicy, start_looking
 
 log = logging.getLogger(__name__)

@@ -145,10 +145,10 @@ class SampleQuality(SampleLogger):
     def judge(self, module: pl.LightningModule, datamodule) -> dict[str, float]:
         """`samples/oa_mean` and `samples/FEATURE` of freshly drawn samples against the validation split."""
         from lm_music.evaluation.compare import compare_sets, mean_oa
-        from lm_music.tasks import TASKS
+        from lm_music.tasks.registry import task_of_module
 
         if self._judge is None:
-            kind = TASKS[module.task].evaluation(module)
+            kind = task_of_module(type(module)).evaluation(module)
             kind.training = datamodule.pieces("train")  # lyrics: what the memorisation index is built over
             reference = datamodule.pieces("val")
             self._judge = kind, reference

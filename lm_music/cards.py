@@ -1,7 +1,7 @@
 """Model cards: the Hugging Face Hub layout's README.md of an exported model, and its one-line summary.
 
 What a card says of the data comes from the run folder (`.hydra/`, `metrics.json`) and the table of known
-datasets below; what it says of the model comes from its task (`lm_music.tasks`).
+datasets below; what it says of the model comes from its task (`lm_music.tasks.registry`).
 """
 
 import shlex
@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from lm_music import run_folder
-from lm_music.tasks import TASKS
+from lm_music.tasks.registry import TASKS
 
 # What a model card says of the data it was trained on, by data file (or source) name.
 DATASETS = {

@@ -6,7 +6,6 @@ package. Each is read into the same checkpoint-shaped dict (`lm_music_task`, `hy
 `state_dict`), so no file is ever unpickled with code in it and the edges never care which form they got.
 """
 
-import importlib
 import json
 import pickle
 from pathlib import Path
@@ -14,8 +13,10 @@ from pathlib import Path
 import torch
 
 from lm_music.errors import UserError
-from lm_music.samplers import Sampler
-from lm_music.tasks import TASKS, Task
+from lm_music.nets.legacy import upgrade_weights
+from lm_music.tasks.registry import TASKS
+from lm_music.tasks.sampler import NetworkSampler
+from lm_music.tasks.task import Task
 
 FORMAT = "lm_music/1"  # config.json's "format" of an exported folder
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
@@ -118,8 +119,10 @@ def task_of(checkpoint: dict) -> Task:
 
 
 def network_weights(checkpoint: dict) -> dict[str, torch.Tensor]:
-    """The network's weights in a checkpoint's state dict, without their `net.` prefix."""
-    return {k[len("net.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    """The network's weights in a checkpoint's state dict, without their `net.` prefix, named as today's nets
+    name them (a checkpoint or shipped model of the old layout: `nets.legacy`)."""
+    weights = {k[len("net.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    return upgrade_weights(weights)
 
 
 def network_settings(checkpoint: dict) -> dict:
@@ -146,7 +149,7 @@ def check_weights(net: torch.nn.Module, state_dict: dict, where: str) -> None:
     net.load_state_dict(state_dict)
 
 
-def sampler_from_checkpoint(checkpoint: dict, device: torch.device | str = "cpu") -> Sampler:
+def sampler_from_checkpoint(checkpoint: dict, device: torch.device | str = "cpu") -> NetworkSampler:
     """The checkpoint's network in its task's sampler, weights loaded and checked, on `device`, in eval mode.
     Needs no Lightning (sample.py starts without it)."""
     sampler = task_of(checkpoint).sampler(**network_settings(checkpoint))
@@ -155,14 +158,8 @@ def sampler_from_checkpoint(checkpoint: dict, device: torch.device | str = "cpu"
     return sampler
 
 
-def module_class(task: Task) -> type:
-    """The task's LightningModule class, imported only when asked for (sampling never needs Lightning)."""
-    module_name, class_name = task.module.split(":")
-    return getattr(importlib.import_module(module_name), class_name)
-
-
 def module_from_checkpoint(checkpoint: dict) -> torch.nn.Module:
     """The LightningModule that wrote the checkpoint, rebuilt from its hyperparameters, weights loaded."""
-    module = module_class(task_of(checkpoint))(**checkpoint["hyper_parameters"])
+    module = task_of(checkpoint).lightning_module()(**checkpoint["hyper_parameters"])
     check_weights(module.net, network_weights(checkpoint), checkpoint.get("path", "the checkpoint"))
     return module

@@ -6,7 +6,7 @@
   the last checkpoint, which rank 0 wrote (`progress`), and the final validation and test need no new
   processes, which are slow to start: one process on one device scores the same pooled metrics
   (`evaluator`).
-- Elsewhere, for the same reasons: `SequenceLM._reset_pooled` (a module back from spawned children carries
+- Elsewhere, for the same reasons: `SequenceLitModule._reset_pooled` (a module back from spawned children carries
   metric state), `RandomStateNeutralDataLoader` (the loaders draw no seed from torch's generator), the
   `DestroyProcessGroupAtExit` callback (a live gloo group can abort a finished rank) and the thread policy's
   share of the cores per rank (`AdaptThreads`).

@@ -46,8 +46,8 @@ def evaluate(cfg: DictConfig) -> dict:
     """Draw (or read) the samples, score them and the anchors against the reference, write evaluation.json
     and evaluation.png into `cfg.out_dir`; return the result."""
     from lm_music.evaluation.compare import compare_sets, mean_oa
-    from lm_music.evaluation.kinds import SPLIT_NAMES
     from lm_music.evaluation.report import position, write_json, write_png
+    from lm_music.evaluation.sets import SPLIT_NAMES
     from lm_music.generation import check_options, draw, load_model, model_path, with_model_defaults
     from lm_music.threads import ThreadPolicy
 

@@ -31,9 +31,9 @@ from lm_music.checkpoints import (
     sampler_from_checkpoint,
 )
 from lm_music.errors import UserError
-from lm_music.evaluation.kinds import run_data_settings
+from lm_music.evaluation.sets import run_data_settings
 from lm_music.io import atomic_path, write_text_atomic
-from lm_music.tasks import TASKS
+from lm_music.tasks.registry import TASKS
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # The card's sample judgement: python -m lm_music.evaluate with these, at the model's decoding defaults.

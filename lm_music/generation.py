@@ -12,8 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from lm_music.checkpoints import PRETRAINED, load_checkpoint, sampler_from_checkpoint, task_of
 from lm_music.errors import UserError
-from lm_music.samplers import Sampler
-from lm_music.tasks import Task
+from lm_music.tasks.sampler import NetworkSampler
+from lm_music.tasks.task import Task
 from lm_music.threads import ThreadPolicy
 
 
@@ -23,7 +23,7 @@ class Model:
 
     path: str
     task: Task
-    sampler: Sampler
+    sampler: NetworkSampler
     checkpoint: dict
 
 

@@ -28,7 +28,6 @@ from lm_music.checkpoints import (
     TRAINING_ARGS,
     check_weights,
     load_checkpoint,
-    module_class,
     module_from_checkpoint,
     network_settings,
     network_weights,
@@ -161,7 +160,7 @@ def _fine_tuned(cfg: DictConfig, initial: dict):
     training = {
         k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k in TRAINING_ARGS
     }
-    module = module_class(task_of(initial))(**network_settings(initial), **training)
+    module = task_of(initial).lightning_module()(**network_settings(initial), **training)
     check_weights(module.net, network_weights(initial), initial["path"])
     log.info(
         "init_from=%s: its network and weights (%s), this config's optimiser and schedule; model.* sizes of "
@@ -193,7 +192,7 @@ def train(cfg: DictConfig) -> float | None:
         raise UserError("give ckpt_path= (resume or score a run) or init_from= (fine-tune a model), not both")
     checkpoint = load_checkpoint(ckpt_path) if ckpt_path else None
     initial = load_checkpoint(cfg.init_from) if cfg.get("init_from") else None
-    task = get_class(cfg.model._target_).task
+    task = get_class(cfg.model._target_).sampler_class.task_name
     for source, given in ((checkpoint, ckpt_path), (initial, cfg.get("init_from"))):
         if source is not None and source["lm_music_task"] != task:
             raise UserError(

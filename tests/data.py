@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from lm_music.data.download import download
-from lm_music.data.pianoroll import read_benchmark
 from lm_music.errors import UserError
 from lm_music.io import atomic_path
 from lm_music.midi import LOWEST_PITCH
+from lm_music.tasks.pianoroll.datamodule import read_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = Path(__file__).with_name("data_sources.tsv")

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from lm_music.checkpoints import load_checkpoint
-from lm_music.data.lyrics import LyricsDataModule, read_lyrics_csv
 from lm_music.errors import UserError
+from lm_music.tasks.lyrics.datamodule import LyricsDataModule, read_lyrics_csv
 from tests.conftest import LYRICS_CSV, ROOT, TINY_LYRICS, data_path, run_script, train_run
 
 

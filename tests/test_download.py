@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from lm_music.data.download import download
-from lm_music.data.pianoroll import SPLITS, load_splits, read_benchmark
 from lm_music.errors import UserError
+from lm_music.tasks.pianoroll.datamodule import SPLITS, load_splits, read_benchmark
 from tests.conftest import QuietHandler, data_path, serve
 
 JSB_MAT = data_path("polyphonic/JSB_Chorales.mat")

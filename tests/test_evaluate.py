@@ -9,14 +9,16 @@ import math
 import numpy as np
 import pytest
 
-from lm_music.data.pianoroll import read_benchmark
 from lm_music.errors import UserError
 from lm_music.evaluate import main
-from lm_music.evaluation import copying, lyrics, music
+from lm_music.evaluation import copying
+from lm_music.evaluation import roll_features as music
 from lm_music.evaluation.compare import check_reference, compare, compare_sets, mean_oa
-from lm_music.evaluation.kinds import LyricsKind, parse_samples_txt
 from lm_music.midi import LOWEST_PITCH, estimate_major_tonic
-from lm_music.tasks import TextSamples
+from lm_music.tasks.lyrics import features as lyrics
+from lm_music.tasks.lyrics.evaluation import LyricsEvaluation, parse_samples_txt
+from lm_music.tasks.lyrics.sampler import TextSamples
+from lm_music.tasks.pianoroll.datamodule import read_benchmark
 from tests.conftest import LYRICS_CSV, data_path, run_script
 
 JSB = data_path("polyphonic/JSB_Chorales.mat")
@@ -84,7 +86,7 @@ def test_features_agree_with_muspy_where_it_is_installed():
     and empty frames are left out on purpose: MusPy counts bars and beats up to the last note-off plus one
     (an extra, empty bar when a piece ends on a bar line); here they are the roll's complete bars, its frames."""
     muspy = pytest.importorskip("muspy")
-    from lm_music.data.pianoroll import read_benchmark
+    from lm_music.tasks.pianoroll.datamodule import read_benchmark
 
     rng = np.random.default_rng(0)
     rolls = read_benchmark(JSB)["test"][:20] + [
@@ -292,7 +294,7 @@ def test_a_run_of_notes_copied_from_a_training_piece_is_found():
 
 @pytest.fixture(scope="module")
 def songs() -> list[str]:
-    from lm_music.data.lyrics import read_lyrics_csv
+    from lm_music.tasks.lyrics.datamodule import read_lyrics_csv
 
     return read_lyrics_csv(LYRICS_CSV)["text"].tolist()
 
@@ -315,13 +317,13 @@ def test_samples_txt_reads_back_as_written(tmp_path):
     assert parse_samples_txt(str(TextSamples(["one"]))) == (["one"], None)
     (tmp_path / "samples.txt").write_text("nothing here\n")
     with pytest.raises(UserError, match="holds no samples"):
-        LyricsKind(None).read_folder(tmp_path)
+        LyricsEvaluation(None).read_folder(tmp_path)
     with pytest.raises(UserError, match="no samples.txt"):
-        LyricsKind(None).read_folder(tmp_path / "missing")
+        LyricsEvaluation(None).read_folder(tmp_path / "missing")
 
 
 def test_on_jsb_the_validation_split_beats_the_floor():
-    from lm_music.data.pianoroll import read_benchmark
+    from lm_music.tasks.pianoroll.datamodule import read_benchmark
 
     splits = read_benchmark(JSB)
     floor = music.floor_rolls(music.key_frequencies(splits["train"]), [256] * 64, seed=0)
@@ -457,7 +459,7 @@ def test_command_on_a_conditional_lyrics_model(lyrics_run, tmp_path):
 
 @pytest.mark.slow
 def test_on_songdata_the_validation_songs_beat_the_floor(songs):
-    from lm_music.data.lyrics import split_indices
+    from lm_music.tasks.lyrics.datamodule import split_indices
 
     split = split_indices(len(songs), 0.05, 0.05, seed=0)
     train, valid, test = ([songs[i] for i in split[name]] for name in ("train", "val", "test"))
@@ -472,7 +474,7 @@ def test_on_songdata_the_validation_songs_beat_the_floor(songs):
 
 
 def test_a_runs_data_settings_come_from_its_hydra_folder(tmp_path):
-    from lm_music.evaluation.kinds import data_settings, run_data_settings
+    from lm_music.evaluation.sets import data_settings, run_data_settings
 
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)

@@ -14,12 +14,13 @@ import pytest
 import symusic
 import torch
 
-from lm_music import mirex
-from lm_music.data.events import EventDataModule
+from lm_music.checkpoints import PRETRAINED_DIR
 from lm_music.errors import UserError
-from lm_music.events import EventCodec, make_tokenizer, read_score, tokenizer_params
 from lm_music.export import export
-from lm_music.samplers import EventSampler
+from lm_music.tasks.events import mirex
+from lm_music.tasks.events.codec import EventCodec, make_tokenizer, read_score, tokenizer_params
+from lm_music.tasks.events.datamodule import EventDataModule
+from lm_music.tasks.events.sampler import EventSampler
 from tests.conftest import data_path, run_script, sample_run, train_run
 
 POP909 = data_path("midi/pop909")
@@ -363,7 +364,7 @@ def test_a_mirex_prompt_round_trips_and_its_continuation_is_written_in_the_forma
     file = tmp_path / "prompt.json"
     file.write_text(json.dumps({"prompt": prompt}))
     assert mirex.notes_in(mirex.read_prompt(file), 0, mirex.PROMPT_END) == prompt
-    shipped = json.loads((Path(mirex.__file__).parent / "pretrained" / "pop909" / "config.json").read_text())
+    shipped = json.loads((PRETRAINED_DIR / "pop909" / "config.json").read_text())
     codec = EventCodec(shipped["hyper_parameters"]["tokenizer"])
     decoded, dropped = codec.decode(codec.encode(mirex.read_prompt(file)))
     assert dropped == 0 and mirex.notes_in(decoded, 0, mirex.PROMPT_END) == prompt

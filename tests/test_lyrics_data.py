@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from lm_music.data.batching import LengthGroupedBatchSampler, padding_share
-from lm_music.data.lyrics import (
+from lm_music.errors import UserError
+from lm_music.tasks.lyrics.datamodule import (
     CharVocab,
     LyricsDataModule,
     filter_artists,
@@ -12,7 +13,6 @@ from lm_music.data.lyrics import (
     split_indices,
     windows,
 )
-from lm_music.errors import UserError
 from tests.conftest import LYRICS_CSV, data_path
 
 

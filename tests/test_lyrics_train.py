@@ -6,7 +6,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lm_music.checkpoints import load_checkpoint, module_from_checkpoint
-from lm_music.data.lyrics import LyricsDataModule
+from lm_music.tasks.lyrics.datamodule import LyricsDataModule
 from tests.conftest import TINY_LYRICS, compose_train, data_path, run_script, train_run
 
 
@@ -158,7 +158,7 @@ def test_artist_scores_follow_the_artist_embedding(lyrics_run):
     assert (scores.std(dim=1) > 1e-3).all()  # the artist changes the score of every song
 
     with torch.no_grad():
-        module.net.artist_embedding.weight[[0, 1]] = module.net.artist_embedding.weight[[1, 0]].clone()
+        module.net.label_embedding.weight[[0, 1]] = module.net.label_embedding.weight[[1, 0]].clone()
     swapped = module.artist_nll(batch)
     order = [1, 0, *range(2, 24)]
     assert torch.allclose(swapped[:, order], scores, rtol=1e-5)

@@ -3,7 +3,7 @@ import itertools
 import pytest
 import torch
 
-from lm_music.models.pianoroll_rnn import NADEHead
+from lm_music.nets.heads import NADEHead
 from tests.conftest import TINY_MUSIC, data_path, train_run
 
 
@@ -38,7 +38,7 @@ def test_nade_nll_equals_the_product_of_conditionals_by_hand():
 
 def test_nade_logits_equal_the_per_key_definition_on_real_chords():
     """The per-segment computation gives, key by key, sigmoid(b_h + sum_{j<k} v_j W_j) . V_k + b_v,k."""
-    from lm_music.data.pianoroll import read_benchmark
+    from lm_music.tasks.pianoroll.datamodule import read_benchmark
 
     head = _random_head(num_keys=88)
     frames = torch.from_numpy(read_benchmark(data_path("polyphonic/JSB_Chorales.mat"))["test"][0]).float()[
@@ -72,7 +72,7 @@ def test_a_few_steps_of_rnn_nade_on_jsb_lower_the_loss(tmp_path):
 
 def test_transposition_augmentation_shifts_whole_pieces(tmp_path):
     from lm_music.data.batching import pad_collate
-    from lm_music.data.pianoroll import read_benchmark, transpose_rolls
+    from lm_music.tasks.pianoroll.datamodule import read_benchmark, transpose_rolls
 
     rolls = read_benchmark(data_path("polyphonic/JSB_Chorales.mat"))["train"][:3]
     batch = pad_collate([(r, -1) for r in rolls])["sequences"]

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-from lm_music.data.pianoroll import (
+from lm_music.errors import UserError
+from lm_music.midi import LOWEST_PITCH, NUM_KEYS
+from lm_music.tasks.pianoroll.datamodule import (
     SPLITS,
     cached_splits,
     load_splits,
@@ -16,8 +18,6 @@ from lm_music.data.pianoroll import (
     read_benchmark,
     read_midi_folder,
 )
-from lm_music.errors import UserError
-from lm_music.midi import LOWEST_PITCH, NUM_KEYS
 from tests.conftest import data_path
 
 # From the data README: (sequences, time steps) per split.

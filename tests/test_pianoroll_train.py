@@ -10,10 +10,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lm_music.checkpoints import load_checkpoint, module_from_checkpoint
 from lm_music.data.batching import pad_collate
-from lm_music.data.pianoroll import read_benchmark
 from lm_music.midi import midi_to_roll
-from lm_music.models.rnn import make_rnn
-from lm_music.modules.pianoroll import PianoRollLM
+from lm_music.nets.rnn import make_rnn
+from lm_music.tasks.pianoroll.datamodule import read_benchmark
+from lm_music.tasks.pianoroll.lit_module import PianoRollLitModule
 from tests.conftest import TINY_MUSIC, data_path, run_script, train_run
 
 
@@ -25,7 +25,7 @@ def jsb():
 def test_nll_follows_the_benchmark_protocol(jsb):
     """sum over pieces of the NLL of frames 2..T, over sum(T_i - 1), in nats per frame, padding ignored."""
     torch.manual_seed(0)
-    module = PianoRollLM(hidden_size=16, embedding_dim=8).eval()
+    module = PianoRollLitModule(hidden_size=16, embedding_dim=8).eval()
     rolls = [jsb["test"][0], jsb["test"][5][:7], jsb["test"][9][:1]]  # the last has no frame to score
     batch = pad_collate([(r, -1) for r in rolls])
     with torch.no_grad():
@@ -48,7 +48,7 @@ def test_nll_all_scores_frame_1_from_the_learned_start(jsb):
     """nll_all: frames 1..T over sum(T_i), frame 1 predicted from the learned start; nll: frames 2..T over
     sum(T_i - 1), from the same outputs; the loss is nll_all."""
     torch.manual_seed(0)
-    module = PianoRollLM(hidden_size=16, embedding_dim=8, learned_start=True).eval()
+    module = PianoRollLitModule(hidden_size=16, embedding_dim=8, learned_start=True).eval()
     rolls = [
         jsb["test"][0],
         jsb["test"][5][:7],
@@ -77,7 +77,9 @@ def test_nll_all_scores_frame_1_from_the_learned_start(jsb):
 
 
 def test_frame_accuracy_counts_true_and_false_keys():
-    module = PianoRollLM(hidden_size=4, embedding_dim=4).eval()  # frame accuracy is an evaluation metric
+    module = PianoRollLitModule(
+        hidden_size=4, embedding_dim=4
+    ).eval()  # frame accuracy is an evaluation metric
     with torch.no_grad():
         module.net.head.linear.weight.zero_()
         module.net.head.linear.bias.fill_(-5.0)
@@ -164,7 +166,7 @@ def test_truncated_backprop_drops_ended_pieces_from_later_chunks(jsb, learned_st
     import pytorch_lightning as pl
 
     torch.manual_seed(0)
-    module = PianoRollLM(hidden_size=16, embedding_dim=8, tbptt_steps=16, learned_start=learned_start)
+    module = PianoRollLitModule(hidden_size=16, embedding_dim=8, tbptt_steps=16, learned_start=learned_start)
     reference = copy.deepcopy(module)
     # 19, 69 and 32 target frames (20, 70 and 33 after a learned start: the third reaches the chunk at 32)
     rolls = [jsb["train"][0][:20], jsb["train"][4][:70], jsb["train"][2][:33]]

@@ -8,15 +8,16 @@ import torch
 
 from lm_music.decoding import generate
 from lm_music.errors import UserError
-from lm_music.models.transformer import CharTransformer, PianoRollTransformer
+from lm_music.nets.roll import PianoRollTransformer
+from lm_music.nets.token import TokenTransformer
 from tests.conftest import TINY_LYRICS, data_path, run_script, train_run
 
 SIZES = {"d_model": 32, "n_layer": 2, "n_head": 4, "context": 16, "dropout": 0.0}
 
 
-def char_model() -> CharTransformer:
+def char_model() -> TokenTransformer:
     torch.manual_seed(0)
-    return CharTransformer(vocab_size=20, num_artists=3, **SIZES).eval()
+    return TokenTransformer(vocab_size=20, num_labels=3, **SIZES).eval()
 
 
 def roll_model(head: str) -> PianoRollTransformer:
@@ -104,7 +105,7 @@ def test_cached_sampling_draws_what_recomputing_draws(head):
 )
 def test_bad_sizes_are_one_clear_error(sizes, message):
     with pytest.raises(UserError, match=message):
-        CharTransformer(vocab_size=10, **{**SIZES, **sizes})
+        TokenTransformer(vocab_size=10, **{**SIZES, **sizes})
 
 
 TINY_TRANSFORMER = ["model.d_model=32", "model.n_layer=2", "model.n_head=2", "model.context=32"]

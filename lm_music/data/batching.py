@@ -188,7 +188,7 @@ class SequenceDataModule(pl.LightningDataModule):
         raise NotImplementedError
 
     def pieces(self, stage: str) -> list:
-        """The real pieces of a split as the sample evaluator reads them (`lm_music.evaluation.kinds`)."""
+        """The real pieces of a split as the sample evaluator reads them (`lm_music.evaluation.sets`)."""
         return list(self.datasets[stage].sequences)
 
     def adopt(self, hparams: dict) -> None:
@@ -234,3 +234,10 @@ class SequenceDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
+
+
+def windows(ids: np.ndarray, max_len: int | None) -> list[np.ndarray]:
+    """Cut an encoded sequence (a song, a piece) into pieces of max_len predicted tokens (each piece max_len + 1 long)."""
+    if not max_len or len(ids) <= max_len + 1:
+        return [ids]
+    return [ids[start : start + max_len + 1] for start in range(0, len(ids) - 1, max_len)]

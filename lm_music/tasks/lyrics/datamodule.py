@@ -1,4 +1,4 @@
-"""Lyrics CSVs as people have them, and the lyrics data module (the vocabulary is in lm_music.vocab)."""
+"""Lyrics CSVs as people have them, and the lyrics data module (the vocabulary is in lm_music.tasks.lyrics.vocab)."""
 
 import difflib
 import logging
@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lm_music.data.batching import SequenceDataModule, SequenceDataset
+from lm_music.data.batching import SequenceDataModule, SequenceDataset, windows
 from lm_music.errors import UserError
-from lm_music.vocab import CharVocab
+from lm_music.tasks.lyrics.vocab import CharVocab
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +123,6 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) 
         "test": np.sort(order[n_val : n_val + n_test]),
         "train": np.sort(order[n_val + n_test :]),
     }
-
-
-def windows(ids: np.ndarray, max_len: int | None) -> list[np.ndarray]:
-    """Cut an encoded song into pieces of max_len predicted characters (each piece max_len + 1 long)."""
-    if not max_len or len(ids) <= max_len + 1:
-        return [ids]
-    return [ids[start : start + max_len + 1] for start in range(0, len(ids) - 1, max_len)]
 
 
 class LyricsDataModule(SequenceDataModule):

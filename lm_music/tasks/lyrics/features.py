@@ -172,7 +172,7 @@ def artist_scores(sampler, texts: list[str], batch_size: int = 16) -> np.ndarray
     import torch
     import torch.nn.functional as F
 
-    from lm_music.vocab import CharVocab
+    from lm_music.tasks.lyrics.vocab import CharVocab
 
     scores = np.zeros((len(texts), len(sampler.artists)))
     encoded = [sampler.vocab.encode(t, bos=True, eos=True) for t in texts]

@@ -1,5 +1,5 @@
 """A causal, decoder-only Transformer (as nanoGPT's: pre-LayerNorm blocks, `scaled_dot_product_attention`, a GELU
-MLP) for characters and for piano-roll frames, whose state is its key/value cache.
+MLP) under the token and piano-roll nets (`nets.token`, `nets.roll`), whose state is its key/value cache.
 
 Positions are rotary (Su et al. 2021): attention sees only how far apart two positions are, so a model
 trained on windows of `context` positions reads and writes sequences of any length through a sliding
@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from lm_music.errors import UserError
-from lm_music.models.pianoroll_rnn import LearnedStart, embed_frames, make_head
 
 
 @dataclass
@@ -162,71 +161,3 @@ class Transformer(nn.Module):
             outputs.append(h)
             past, position, cached = layers, position + h.shape[1], layers[0][0].shape[2]
         return self.ln_f(torch.cat(outputs, dim=1)), KVCache(position, last_positions(past, self.context - 1))
-
-
-class CharTransformer(nn.Module):
-    """Characters -> Transformer -> logits over the vocabulary (output weights tied to the embedding).
-
-    With `num_artists` > 0 an artist embedding is added to every position."""
-
-    def __init__(
-        self,
-        vocab_size: int,
-        d_model: int = 256,
-        n_layer: int = 4,
-        n_head: int = 4,
-        context: int = 256,
-        dropout: float = 0.1,
-        num_artists: int = 0,
-    ) -> None:
-        super().__init__()
-        self.embedding = nn.Embedding(vocab_size, d_model)
-        self.artist_embedding = nn.Embedding(num_artists, d_model) if num_artists else None
-        self.transformer = Transformer(d_model, n_layer, n_head, context, dropout)
-        self.head = nn.Linear(d_model, vocab_size, bias=False)
-        self.transformer.init_weights(self)
-        self.head.weight = self.embedding.weight
-
-    def forward(
-        self, ids: torch.Tensor, artists: torch.Tensor | None = None, state: KVCache | None = None
-    ) -> tuple[torch.Tensor, KVCache]:
-        """ids (B, T) -> logits (B, T, V) and the cache after the last position."""
-        x = self.embedding(ids)
-        if self.artist_embedding is not None:
-            x = x + self.artist_embedding(artists)[:, None, :]
-        h, state = self.transformer(x, state)
-        return self.head(h), state
-
-
-class PianoRollTransformer(nn.Module):
-    """Frame projection -> Transformer -> an output head over the 88 keys of the next frame (the RNN's heads)."""
-
-    def __init__(
-        self,
-        num_keys: int = 88,
-        d_model: int = 256,
-        n_layer: int = 4,
-        n_head: int = 4,
-        context: int = 256,
-        dropout: float = 0.1,
-        head: str = "nade",
-        nade_hidden: int = 150,
-        learned_start: bool = False,
-    ) -> None:
-        super().__init__()
-        self.input = nn.Linear(num_keys, d_model)
-        self.start = LearnedStart(d_model) if learned_start else None
-        self.transformer = Transformer(d_model, n_layer, n_head, context, dropout)
-        self.transformer.init_weights(self)
-        self.head = make_head(head, d_model, num_keys, nade_hidden)
-
-    def forward(
-        self, frames: torch.Tensor, state: KVCache | None = None, start: bool = False
-    ) -> tuple[torch.Tensor, KVCache]:
-        """frames (B, T, K) 0/1 -> features (B, T, d_model) that the head turns into the next frame's
-        distribution; with `start`, the learned start first: (B, 1 + T, d_model), the first predicting frame 1."""
-        return self.transformer(embed_frames(self, frames, start), state)
-
-    @staticmethod
-    def carry_state(state: KVCache, rows: int) -> KVCache:
-        return state.carry(rows)

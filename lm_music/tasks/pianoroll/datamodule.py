@@ -15,6 +15,7 @@ import torch
 
 from lm_music.data.batching import SequenceDataModule, SequenceDataset, check_transpose
 from lm_music.data.download import download
+from lm_music.data.midi_folder import SPLITS, fingerprint, npz_cache, read_folder, seeded_split, split_pieces
 from lm_music.errors import UserError
 from lm_music.io import atomic_path
 from lm_music.midi import (
@@ -27,7 +28,6 @@ from lm_music.midi import (
     notes_to_roll,
     transpose_shift,
 )
-from lm_music.midi_folder import SPLITS, fingerprint, npz_cache, read_folder, seeded_split, split_pieces
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lm_music.data.batching import SequenceDataModule, SequenceDataset, check_transpose
-from lm_music.data.lyrics import windows
+from lm_music.data.batching import SequenceDataModule, SequenceDataset, check_transpose, windows
+from lm_music.data.midi_folder import SPLITS, fingerprint, npz_cache, read_folder, split_pieces
 from lm_music.errors import UserError
-from lm_music.events import (
+from lm_music.io import atomic_path
+from lm_music.tasks.events.codec import (
     EventCodec,
     load_tokenizer,
     make_tokenizer,
@@ -31,8 +32,6 @@ from lm_music.events import (
     seconds,
     tokenizer_params,
 )
-from lm_music.io import atomic_path
-from lm_music.midi_folder import SPLITS, fingerprint, npz_cache, read_folder, split_pieces
 
 log = logging.getLogger(__name__)
 

@@ -1,14 +1,20 @@
+"""The LightningModule bases of the tasks: losses, metrics named `stage/name`, optimisers, one shared step for
+train/val/test, and the checkpoint's task and random state. Each task's `lit_module.py` builds on one."""
+
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torchmetrics import MeanMetric
 
 from lm_music.errors import UserError
+from lm_music.nets.legacy import upgrade_weights
+from lm_music.tasks.sampler import NetworkSampler, TokenSampler
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 
 
-class SequenceLM(pl.LightningModule):
-    """What the lyrics and piano-roll modules share: pooled metrics, the shared step, optimisers.
+class SequenceLitModule(pl.LightningModule):
+    """What every task's module shares: pooled metrics, the shared step, optimisers, the checkpoint's extras.
 
     A subclass implements `loss_terms(batch) -> (nll_sum, count, extra)`: the summed negative log-likelihood
     of the batch, the number of scored positions it is divided by, and extra pooled metrics as
@@ -16,7 +22,7 @@ class SequenceLM(pl.LightningModule):
     (sum of NLL / sum of counts, reduced across ranks), not averaged over batches.
     """
 
-    task: str = ""
+    sampler_class: type[NetworkSampler]  # the task's sampler, which builds the network (`self.sampler`)
     metric_names: tuple[str, ...] = ("loss",)
 
     def __init__(
@@ -107,7 +113,7 @@ class SequenceLM(pl.LightningModule):
         raise UserError(f"model.scheduler.name must be cosine, plateau or the scheduler null, got {name!r}")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["lm_music_task"] = self.task
+        checkpoint["lm_music_task"] = self.sampler_class.task_name
         # Dropout draws from torch's generator: a resumed run continues its stream, as if never stopped.
         checkpoint["rng_state"] = {
             "torch": torch.get_rng_state(),
@@ -115,6 +121,8 @@ class SequenceLM(pl.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # A checkpoint of the old layout (nets renamed since) resumes too.
+        checkpoint["state_dict"] = upgrade_weights(checkpoint["state_dict"], prefix="net.")
         state = checkpoint.get("rng_state")
         if state is not None:
             torch.set_rng_state(state["torch"])
@@ -124,3 +132,57 @@ class SequenceLM(pl.LightningModule):
                 and len(state["cuda"]) == torch.cuda.device_count()
             ):
                 torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class TokenLitModule(SequenceLitModule):
+    """A next-token model over a codec's vocabulary, trained and scored by one cross-entropy step: the shared
+    part of the lyrics (characters) and event (MidiTok tokens) modules. The codec and what else the sampler
+    takes are hyperparameters, so a checkpoint alone is enough to sample.
+
+    A subclass names its `sampler_class` and may add pooled metrics in `extra_terms`.
+    """
+
+    sampler_class: type[TokenSampler] = TokenSampler
+
+    def __init__(
+        self,
+        optimizer: dict | None = None,
+        scheduler: dict | None = None,
+        gradient_clip_val: float | None = None,
+        **net,
+    ) -> None:
+        """`net`: the arguments of the task's sampler (codec, sizes), which builds the network."""
+        super().__init__(optimizer, scheduler, gradient_clip_val)
+        self.save_hyperparameters()
+        self.sampler = self.sampler_class(**net)
+        self.net = self.sampler.net
+
+    def forward(self, ids: torch.Tensor, labels: torch.Tensor | None = None, state=None):
+        return self.net(ids, labels, state)
+
+    def token_nll(self, batch: dict, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """NLL in nats of every predicted token (B, T - 1), 0 at padding, and the mask of real targets."""
+        ids = batch["sequences"].long()
+        inputs, targets = ids[:, :-1], ids[:, 1:]
+        logits, _ = self(inputs, labels if labels is not None else batch.get("labels"))
+        pad = self.sampler.codec.PAD
+        nll = F.cross_entropy(logits.transpose(1, 2).float(), targets, ignore_index=pad, reduction="none")
+        return nll, targets != pad
+
+    def loss_terms(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        nll, real = self.token_nll(batch)
+        nll_sum, count = nll.sum(), real.sum()
+        return nll_sum, count, self.extra_terms(nll_sum, count)
+
+    def extra_terms(self, nll_sum: torch.Tensor, count: torch.Tensor) -> dict:
+        """Pooled metrics beside the loss, `{name: (numerator, denominator)}`."""
+        return {}
+
+    @torch.no_grad()
+    def sequence_nll(
+        self, batch: dict, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """NLL in nats of every sequence of a batch (B,) and its number of predicted tokens (B,), under
+        `labels` (B,) instead of the batch's own when given (scoring a song as each artist)."""
+        nll, real = self.token_nll(batch, labels)
+        return nll.sum(1), real.sum(1)

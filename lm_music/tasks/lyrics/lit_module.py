@@ -3,20 +3,19 @@ from typing import Any
 
 import torch
 
-from lm_music.modules.tokens import TokenLM
-from lm_music.samplers import LyricsSampler
+from lm_music.tasks.lit_module import TokenLitModule
+from lm_music.tasks.lyrics.sampler import LyricsSampler
 
 
-class LyricsLM(TokenLM):
+class LyricsLitModule(TokenLitModule):
     """A character model of lyrics, optionally conditioned on the artist; the vocabulary and artist list are
     hyperparameters, so a checkpoint alone is enough to sample."""
 
-    task = "lyrics"
     metric_names = ("loss", "bpc")
     sampler_class = LyricsSampler
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        """The arguments of `TokenLM`: training settings, and those of `LyricsSampler` (vocabulary, artists,
+        """The arguments of `TokenLitModule`: training settings, and those of `LyricsSampler` (vocabulary, artists,
         sizes)."""
         super().__init__(*args, **kwargs)
         self.vocab, self.artists = self.sampler.vocab, self.sampler.artists

@@ -4,11 +4,11 @@ import torch
 
 from lm_music import midi
 from lm_music.errors import UserError
-from lm_music.modules.base import SequenceLM
-from lm_music.samplers import PianoRollSampler
+from lm_music.tasks.lit_module import SequenceLitModule
+from lm_music.tasks.pianoroll.sampler import PianoRollSampler
 
 
-class PianoRollLM(SequenceLM):
+class PianoRollLitModule(SequenceLitModule):
     """A piano-roll model (RNN or Transformer) scored as the benchmark literature scores it.
 
     `nll` is nats per frame summed over the 88 keys, pooled over a split as sum(NLL) / sum(T_i - 1), the first
@@ -20,7 +20,7 @@ class PianoRollLM(SequenceLM):
     detached state from chunk to chunk; pieces that have ended leave the later chunks.
     """
 
-    task = "pianoroll"
+    sampler_class = PianoRollSampler
     metric_names = ("loss", "nll", "nll_all", "frame_acc")
 
     def __init__(
@@ -43,7 +43,7 @@ class PianoRollLM(SequenceLM):
             )
         self.tbptt_steps = tbptt_steps
         self.automatic_optimization = not tbptt_steps
-        self.sampler = PianoRollSampler(**net)
+        self.sampler = self.sampler_class(**net)
         self.net = self.sampler.net
         # With a learned start the network predicts frame 1 too (and trains on it): `nll_all` is reported.
         self.first_target = 0 if self.net.start is not None else 1

@@ -1,4 +1,4 @@
-"""Features of event-token pieces, one value per piece: the roll features of `music` on a 16th-note grid, and
+"""Features of event-token pieces, one value per piece: the roll features of `evaluation.roll_features` on a 16th-note grid, and
 what a roll cannot show: the spread of velocities, the share of onsets off the 16th-note grid, and MidiTok's
 token-grammar error rate. A piece is its token ids; it is decoded with the model's codec (ungrammatical
 tokens dropped, as sample.py decodes) before its notes are measured.
@@ -6,15 +6,15 @@ tokens dropped, as sample.py decodes) before its notes are measured.
 
 import numpy as np
 
-from lm_music.evaluation import music
-from lm_music.events import EventCodec, velocity_roll
+from lm_music.evaluation import roll_features as rolls
+from lm_music.tasks.events.codec import EventCodec, velocity_roll
 
 FRAMES_PER_BEAT = 4  # the roll grid of the music features: 16th notes
-BAR_FRAMES = music.bar_frames_of(FRAMES_PER_BEAT, None)
+BAR_FRAMES = rolls.bar_frames_of(FRAMES_PER_BEAT, None)
 EXPRESSIVE = ("velocity_spread", "off_grid_onsets", "grammar_errors")
-FEATURES = (*music.FEATURES, *EXPRESSIVE)
+FEATURES = (*rolls.FEATURES, *EXPRESSIVE)
 DESCRIPTIONS = {
-    **{name: f"{text} (16th-note frames)" for name, text in music.DESCRIPTIONS.items()},
+    **{name: f"{text} (16th-note frames)" for name, text in rolls.DESCRIPTIONS.items()},
     "velocity_spread": "standard deviation of the notes' velocities",
     "off_grid_onsets": "share of onsets off the 16th-note grid",
     "grammar_errors": "MidiTok's token-grammar error rate (errors per token)",
@@ -25,7 +25,7 @@ def piece_features(codec: EventCodec, ids: np.ndarray) -> dict[str, float]:
     """Every feature of FEATURES for one piece of ids."""
     score, _ = codec.decode(ids)
     roll = (velocity_roll(score, FRAMES_PER_BEAT) > 0).astype(np.uint8)
-    values = music.roll_features(roll, BAR_FRAMES)
+    values = rolls.roll_features(roll, BAR_FRAMES)
     notes = [track.notes.numpy() for track in score.tracks if not track.is_drum and track.note_num()]
     velocities = np.concatenate([n["velocity"] for n in notes]) if notes else np.zeros(0)
     onsets = np.concatenate([n["time"] for n in notes]) if notes else np.zeros(0)
@@ -38,7 +38,7 @@ def piece_features(codec: EventCodec, ids: np.ndarray) -> dict[str, float]:
 
 
 def note_symbols(codec: EventCodec, ids: np.ndarray) -> np.ndarray:
-    """A piece's notes as `music.note_symbols`, onsets on the 16th-note grid."""
+    """A piece's notes as `rolls.note_symbols`, onsets on the 16th-note grid."""
     score, _ = codec.decode(ids)
     notes = [track.notes.numpy() for track in score.tracks if not track.is_drum and track.note_num()]
     if not notes:
@@ -46,7 +46,7 @@ def note_symbols(codec: EventCodec, ids: np.ndarray) -> np.ndarray:
     pitches = np.concatenate([n["pitch"] for n in notes])
     onsets = np.round(np.concatenate([n["time"] for n in notes]) * FRAMES_PER_BEAT / score.ticks_per_quarter)
     order = np.lexsort((pitches, onsets))
-    return music.note_symbols(pitches[order], onsets[order].astype(np.int64))
+    return rolls.note_symbols(pitches[order], onsets[order].astype(np.int64))
 
 
 def set_features(codec: EventCodec, pieces: list[np.ndarray]) -> dict[str, np.ndarray]:

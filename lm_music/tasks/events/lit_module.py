@@ -4,12 +4,12 @@ import numpy as np
 import torch
 
 from lm_music import midi
-from lm_music.events import score_to_pretty_midi, velocity_roll
-from lm_music.modules.tokens import TokenLM
-from lm_music.samplers import EventSampler
+from lm_music.tasks.events.codec import score_to_pretty_midi, velocity_roll
+from lm_music.tasks.events.sampler import EventSampler
+from lm_music.tasks.lit_module import TokenLitModule
 
 
-class EventLM(TokenLM):
+class EventLitModule(TokenLitModule):
     """An event-token model of MIDI (MidiTok tokens: pitch, velocity, duration, time, pedal, tempo); the
     tokenizer's full parameters are a hyperparameter, so a checkpoint alone is enough to sample.
 
@@ -21,7 +21,6 @@ class EventLM(TokenLM):
     (`limit_val_batches`) they are the part's per-token NLL at the split's notes (seconds) per token.
     """
 
-    task = "events"
     metric_names = ("loss", "nll_token", "bits_per_note", "nats_per_second")
     sampler_class = EventSampler
     counts: dict[str, dict[str, float]] = {}

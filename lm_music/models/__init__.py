@@ -1,1 +1,0 @@
-"""Plain torch modules: no Lightning, no data loading."""

@@ -1,1 +1,0 @@
-"""LightningModules: losses, metrics named `stage/name`, optimisers; one shared step for train/val/test."""

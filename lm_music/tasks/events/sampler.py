@@ -1,0 +1,157 @@
+"""Drawing MIDI event tokens without Lightning: the token model with its MidiTok tokenizer, the drawn pieces
+(decoded to scores), and how they are written (MIDI, pictures, audio, MIREX continuations) and described."""
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import lm_music.tasks.events.codec as events
+import lm_music.tasks.events.mirex as mirex
+from lm_music import midi
+from lm_music.errors import UserError
+from lm_music.io import atomic_path
+from lm_music.tasks.events.codec import EventCodec
+from lm_music.tasks.sampler import TokenSampler
+from lm_music.tasks.task import architecture
+
+log = logging.getLogger(__name__)
+
+
+class EventSampler(TokenSampler):
+    """An event-token model (`arch`: rnn or transformer) with its MidiTok tokenizer: MIDI in, MIDI out."""
+
+    task_name = "events"
+
+    def __init__(self, tokenizer: dict, arch: str = "rnn", **sizes) -> None:
+        """`tokenizer`: the tokenizer's full parameters (`events.tokenizer_params`); `sizes`: the arguments of
+        `TokenRNN` or `TokenTransformer` other than the vocabulary."""
+        self.codec = EventCodec(tokenizer)
+        self.net = self.token_network(arch, **sizes)
+
+    def sample(
+        self,
+        num_samples: int,
+        length: int,
+        temperature: float = 1.0,
+        prime_ids: list[int] | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        grammar: bool = True,
+    ) -> list[list[int]]:
+        """`num_samples` id lists drawn as one batch: the prime's ids (the start id when none), then up to
+        `length` drawn ids (fewer where the model ends the piece). Decode them with `codec.decode`. With
+        `grammar`, each draw is kept to the ids MidiTok's grammar lets follow (`events.GrammarMask`; not for
+        a BPE vocabulary); without it, what the model draws is what it gives."""
+        prime = list(prime_ids) if prime_ids is not None else [self.codec.BOS]
+        mask = self.codec.grammar(prime, num_samples) if grammar else None
+        rows = self.draw_ids(prime, num_samples, length, temperature, top_k, top_p, generator, grammar=mask)
+        return [prime + row for row in rows]
+
+
+@dataclass
+class EventSamples:
+    """Drawn event tokens: each sample's ids (the prime's first), decoded to a symusic Score, its velocity
+    roll (for the picture), and how many drawn tokens broke the grammar and were dropped in decoding."""
+
+    ids: list[list[int]]
+    scores: list
+    rolls: list[np.ndarray]
+    dropped: list[int]
+    primed: int = 0
+    audio: list[np.ndarray] = field(default_factory=list)
+    sample_rate: int = 22050
+    audio_backend: str = ""
+    continuations: bool = False  # primed by a MIREX prompt: each continuation is also written in its format
+
+    def __str__(self) -> str:
+        notes = ", ".join(str(score.note_num()) for score in self.scores)
+        primed = f" ({self.primed} of the prime)" if self.primed else ""
+        audio = f"; audio rendered with {self.audio_backend}" if self.audio else ""
+        return (
+            f"{len(self.ids)} samples of {max(len(i) for i in self.ids)} tokens at most{primed}, notes {notes}; "
+            f"{sum(self.dropped)} ungrammatical tokens dropped{audio}"
+        )
+
+
+def prime_score(path: str, tracks: str):
+    """`prime_midi` read as the model's data was (tracks merged or kept), or one line why it cannot be."""
+    if not Path(path).is_file():
+        raise UserError(f"prime_midi not found: {path}")
+    score = events.read_score(path, tracks)
+    if events.note_count(score) == 0:
+        raise UserError(f"{path} has no notes to continue: give another prime_midi")
+    return score
+
+
+def draw(sampler: EventSampler, options, generator: torch.Generator) -> EventSamples:
+    """`options`: the sample options' keys (prime_midi or prime_json, prime_tokens, top_k, top_p, audio, ...)."""
+    codec = sampler.codec
+    prime = None
+    if options.get("prime_json") and options.get("prime_midi"):
+        raise UserError("give prime_midi or prime_json, not both")
+    if options.get("prime_midi"):
+        prime = codec.encode(prime_score(options.prime_midi, codec.tracks), eos=False)[
+            : 1 + options.prime_tokens
+        ]
+    if options.get("prime_json"):  # the whole prompt: its bars fix where the continuation starts
+        prime = codec.encode(mirex.read_prompt(options.prime_json, options.velocity), eos=False)
+    ids = sampler.sample(
+        options.num_samples,
+        options.length,
+        options.temperature,
+        prime_ids=None if prime is None else prime.tolist(),
+        top_k=options.get("top_k"),
+        top_p=options.get("top_p"),
+        generator=generator,
+        grammar=options.get("grammar", True),
+    )
+    decoded = [codec.decode(row) for row in ids]
+    scores, dropped = [score for score, _ in decoded], [n for _, n in decoded]
+    log.info(
+        "decoding dropped %d of %d tokens that break %s's grammar",
+        sum(dropped),
+        sum(map(len, ids)),
+        codec.name,
+    )
+    samples = EventSamples(
+        ids,
+        scores,
+        [events.velocity_roll(score) for score in scores],
+        dropped,
+        0 if prime is None else len(prime) - 1,
+        sample_rate=options.sample_rate,
+        continuations=bool(options.get("prime_json")),
+    )
+    if options.get("audio"):
+        for score in scores:
+            audio, samples.audio_backend = midi.render_audio(
+                events.score_to_pretty_midi(score), options.sample_rate
+            )
+            samples.audio.append(audio)
+    return samples
+
+
+def write(samples: EventSamples, out_dir: Path) -> list[Path]:
+    """`sample_NNN.mid` (velocities, timing, pedal and tempo as the tokenizer keeps them), its velocity-shaded
+    roll `.png`, when rendered its `.wav`, and after a MIREX prompt its continuation `.json`, sample by sample."""
+    written = []
+    for i, (score, roll) in enumerate(zip(samples.scores, samples.rolls)):
+        path = out_dir / f"sample_{i:03d}.mid"
+        with atomic_path(path) as tmp:
+            score.dump_midi(str(tmp))
+        midi.save_roll_png(roll, path.with_suffix(".png"), title=f"sample {i} (shade: velocity)")
+        written += [path, path.with_suffix(".png")]
+        if samples.continuations:
+            written.append(mirex.write_generation(score, path.with_suffix(".json")))
+        if samples.audio:
+            midi.write_wav(path.with_suffix(".wav"), samples.audio[i], samples.sample_rate)
+            written.append(path.with_suffix(".wav"))
+    return written
+
+
+def describe(hyper: dict) -> str:
+    return f"MIDI event tokens ({events.EventCodec(hyper['tokenizer']).describe()}), {architecture(hyper)}"

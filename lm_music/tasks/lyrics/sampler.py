@@ -1,0 +1,127 @@
+"""Drawing lyrics without Lightning: the character model with its vocabulary and artists, the drawn texts, and
+how they are written and described."""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lm_music.errors import UserError
+from lm_music.io import write_text_atomic
+from lm_music.tasks.lyrics.vocab import CharVocab
+from lm_music.tasks.sampler import TokenSampler
+from lm_music.tasks.task import architecture, refuse_option
+
+log = logging.getLogger(__name__)
+
+
+class LyricsSampler(TokenSampler):
+    """A character model (`arch`: rnn or transformer) with its vocabulary and artists: text in, text out."""
+
+    task_name = "lyrics"
+
+    def __init__(
+        self,
+        vocab: str,
+        artists: list[str] | None = None,
+        conditional: bool = False,
+        arch: str = "rnn",
+        **sizes,
+    ) -> None:
+        """`sizes`: the arguments of `TokenRNN` or `TokenTransformer` other than the vocabulary and labels, the
+        artist embedding's size as `artist_embedding_dim` (the net's `label_embedding_dim`)."""
+        if "artist_embedding_dim" in sizes:
+            sizes["label_embedding_dim"] = sizes.pop("artist_embedding_dim")
+        self.vocab = self.codec = CharVocab(vocab)
+        self.artists = list(artists or [])
+        if conditional and not self.artists:
+            raise UserError(
+                "a conditional lyrics model needs artists: set data.artist_column to the CSV's artist column"
+            )
+        self.conditional = conditional
+        self.net = self.token_network(arch, len(self.artists) if conditional else 0, **sizes)
+
+    def artist_ids(self, artists: list[str]) -> list[int]:
+        """Indices of artist names; an unknown name is a UserError that lists the known ones."""
+        known = {a: i for i, a in enumerate(self.artists)}
+        unknown = [a for a in artists if a not in known]
+        if unknown:
+            shown = ", ".join(self.artists[:30]) + (" ..." if len(self.artists) > 30 else "")
+            raise UserError(f"unknown artist {unknown[0]!r}; this model knows {len(self.artists)}: {shown}")
+        return [known[a] for a in artists]
+
+    def sample(
+        self,
+        num_samples: int,
+        length: int,
+        temperature: float = 1.0,
+        prime: str = "",
+        artists: list[str] | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> list[str]:
+        """`num_samples` texts drawn as one batch: the prime, then up to `length` characters (fewer where the
+        model ends the song). `artists` (one per sample) is for conditional models only."""
+        if artists is not None and not self.conditional:
+            raise UserError("artist= was given, but this model is not conditioned on artists: leave it out")
+        if self.conditional and artists is None:
+            raise UserError(
+                f"this model is conditioned on artists: pass artist=NAME, e.g. {self.artists[0]!r}"
+            )
+        labels = None
+        if artists is not None:
+            labels = torch.tensor(self.artist_ids(artists), device=self.device)
+        prime_ids = self.vocab.encode(prime, bos=True).tolist()
+        rows = self.draw_ids(prime_ids, num_samples, length, temperature, top_k, top_p, generator, labels)
+        return [prime + self.vocab.decode(row) for row in rows]
+
+
+@dataclass
+class TextSamples:
+    """Drawn lyrics: one text per sample (the prime first), and the artist each was drawn as."""
+
+    texts: list[str]
+    artists: list[str] | None = None
+
+    def __str__(self) -> str:
+        blocks = []
+        for i, text in enumerate(self.texts):
+            header = f"=== sample {i}" + (f" ({self.artists[i]})" if self.artists else "") + " ==="
+            blocks.append(f"{header}\n{text}\n")
+        return "\n".join(blocks)
+
+
+def draw(sampler: LyricsSampler, options, generator: torch.Generator) -> TextSamples:
+    """`options`: the sample options' keys (prime, artist, top_k, top_p, ...)."""
+    refuse_option("prime_json", options, "event-token (e.g. pretrained=pop909)")
+    refuse_option("prime_midi", options, "music")
+    artists = [options.artist] * options.num_samples if options.get("artist") else None
+    if artists is None and sampler.conditional:
+        artists = [sampler.artists[i % len(sampler.artists)] for i in range(options.num_samples)]
+        log.info("no artist= given: cycling through the model's artists")
+    texts = sampler.sample(
+        options.num_samples,
+        options.length,
+        temperature=options.temperature,
+        prime=options.get("prime") or "",
+        artists=artists,
+        top_k=options.get("top_k"),
+        top_p=options.get("top_p"),
+        generator=generator,
+    )
+    return TextSamples(texts, artists)
+
+
+def write(samples: TextSamples, out_dir: Path) -> list[Path]:
+    path = out_dir / "samples.txt"
+    write_text_atomic(path, str(samples))
+    return [path]
+
+
+def describe(hyper: dict) -> str:
+    line = f"lyrics, {architecture(hyper)}"
+    if hyper.get("conditional"):
+        line += f", conditioned on {len(hyper.get('artists') or [])} artists"
+    return line

@@ -1,0 +1,89 @@
+"""Sampling a trained model without Lightning: the base every task's sampler is built on.
+
+A sampler is the network plus what drawing from it needs (a codec: the character vocabulary and artists, or
+the MidiTok tokenizer; or the time grid and opening frames), built from a model's hyperparameters
+(`checkpoints.sampler_from_checkpoint` loads one). The Lightning modules build their network through one and
+sample through it, so `sample.py`, which loads only the sampler (and so starts without importing Lightning),
+draws exactly what a training run's tracker samples draw. Samplers know networks, not files.
+"""
+
+import inspect
+
+import torch
+
+from lm_music.decoding import categorical_draw, generate
+from lm_music.errors import UserError
+from lm_music.nets.token import TokenRNN, TokenTransformer
+
+
+def network(archs: dict[str, type], arch: str, **sizes) -> torch.nn.Module:
+    """The network of architecture `arch` (`model.arch`), built from its sizes."""
+    if arch not in archs:
+        raise UserError(f"model.arch must be one of {sorted(archs)}, got {arch!r}")
+    known = inspect.signature(archs[arch]).parameters
+    unknown = sorted(set(sizes) - set(known))
+    if unknown:
+        raise UserError(
+            f"model.{unknown[0]} is not a setting of model.arch={arch}; it takes: {', '.join(known)}"
+        )
+    return archs[arch](**sizes)
+
+
+class NetworkSampler:
+    """A network and what drawing from it needs; each task's sampler is one. (Not a `torch.utils.data.Sampler`.)
+
+    `task_name` is the task's name in checkpoints (`lm_music_task`) and exported configs (`task`)."""
+
+    task_name: str
+
+    net: torch.nn.Module
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+
+TOKEN_ARCHS = {"rnn": TokenRNN, "transformer": TokenTransformer}  # the token models, whatever the tokens are
+
+
+class TokenSampler(NetworkSampler):
+    """A next-token model (`arch`: rnn or transformer) over a codec's vocabulary: the one family behind lyrics
+    (characters <-> text) and event models (MidiTok tokens <-> MIDI). A subclass says how ids are made and
+    read (`codec`, with `pad`, `bos` and `eos` ids) and builds `net` with `token_network`."""
+
+    codec: object  # a CharVocab or an EventCodec: __len__, encode, decode and the PAD, BOS, EOS ids
+
+    def token_network(self, arch: str, num_labels: int = 0, **sizes) -> torch.nn.Module:
+        """The token model over this codec's vocabulary (`num_labels`: artists of a conditional model)."""
+        return network(TOKEN_ARCHS, arch, vocab_size=len(self.codec), num_labels=num_labels, **sizes)
+
+    def draw_ids(
+        self,
+        prime_ids: list[int],
+        num_samples: int,
+        length: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
+        grammar=None,
+    ) -> list[list[int]]:
+        """`num_samples` id lists drawn as one batch after `prime_ids`, up to `length` each, cut before the
+        end id where the model ends the piece (the prime not included). `grammar` (an events `GrammarMask`)
+        masks the ids that cannot come next before each draw."""
+        prime = torch.as_tensor(prime_ids, device=self.device).long()
+        draw = categorical_draw(temperature, top_k, top_p, generator)
+        if grammar is not None:
+            unmasked = draw
+
+            def draw(logits: torch.Tensor) -> torch.Tensor:
+                ids = unmasked(grammar.mask(logits))
+                grammar.update(ids)
+                return ids
+
+        ids = generate(
+            lambda x, state: self.net(x, labels, state), prime[None].expand(num_samples, -1), length, draw
+        )
+        rows = ids.tolist()
+        return [row[: row.index(self.codec.EOS)] if self.codec.EOS in row else row for row in rows]
