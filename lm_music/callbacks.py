@@ -150,7 +150,7 @@ class SampleQuality(SampleLogger):
         if self._judge is None:
             kind = task_of_module(type(module)).evaluation(module)
             kind.training = datamodule.pieces("train")  # lyrics: what the memorisation index is built over
-            reference = datamodule.pieces("val")
+            reference = datamodule.pieces("valid")
             self._judge = kind, reference
         kind, reference = self._judge
         generator = torch.Generator(device=module.device).manual_seed(self.seed)

@@ -53,7 +53,9 @@ def test_non_latin_scripts_are_kept_or_unknown_never_a_crash(songs, tmp_path):
     frame.to_csv(tmp_path / "scripts.csv", index=False)
     dm = LyricsDataModule(str(tmp_path / "scripts.csv"), val_fraction=0.1, test_fraction=0.1, max_len=50)
     dm.setup()
-    decoded = [dm.vocab.decode(seq) for seq in dm.datasets["train"].sequences + dm.datasets["val"].sequences]
+    decoded = [
+        dm.vocab.decode(seq) for seq in dm.datasets["train"].sequences + dm.datasets["valid"].sequences
+    ]
     assert any("Ночь" in text or "\ufffd" in text for text in decoded)
 
 
@@ -66,7 +68,7 @@ def test_a_huge_song_is_cut_into_windows(songs, tmp_path):
         str(tmp_path / "huge.csv"), max_len=500, batch_size=32, val_fraction=0.1, test_fraction=0.1
     )
     dm.setup()
-    lengths = np.concatenate([dm.datasets[s].lengths() for s in ("train", "val", "test")])
+    lengths = np.concatenate([dm.datasets[s].lengths() for s in ("train", "valid", "test")])
     assert lengths.max() == 501 and lengths.sum() > 20_000_000
     assert next(iter(dm.train_dataloader()))["sequences"].shape[1] <= 501
 

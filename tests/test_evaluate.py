@@ -462,7 +462,7 @@ def test_on_songdata_the_validation_songs_beat_the_floor(songs):
     from lm_music.tasks.lyrics.datamodule import split_indices
 
     split = split_indices(len(songs), 0.05, 0.05, seed=0)
-    train, valid, test = ([songs[i] for i in split[name]] for name in ("train", "val", "test"))
+    train, valid, test = ([songs[i] for i in split[name]] for name in ("train", "valid", "test"))
     chars, frequencies = lyrics.char_frequencies(train)
     floor = lyrics.floor_texts(chars, frequencies, [1000] * 64, seed=0)
     test_f, valid_f, floor_f = (

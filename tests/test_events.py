@@ -208,12 +208,12 @@ def test_bpe_is_trained_on_the_training_pieces_and_travels_with_the_tokens(tmp_p
     )
     plain.setup()
     bpe.setup()
-    assert len(bpe.codec) == 600 and bpe.counts["val"]["notes"] == plain.counts["val"]["notes"]
-    assert bpe.counts["val"]["tokens"] < 0.8 * plain.counts["val"]["tokens"]  # merged tokens: fewer of them
+    assert len(bpe.codec) == 600 and bpe.counts["valid"]["notes"] == plain.counts["valid"]["notes"]
+    assert bpe.counts["valid"]["tokens"] < 0.8 * plain.counts["valid"]["tokens"]  # merged tokens: fewer of them
     # The parameters in the checkpoint rebuild the same BPE: the validation piece decodes to its notes.
     codec = EventCodec(bpe.model_kwargs()["tokenizer"])
-    decoded, dropped = codec.decode(bpe.datasets["val"].sequences[0])
-    assert dropped == 0 and decoded.note_num() == bpe.counts["val"]["notes"]
+    decoded, dropped = codec.decode(bpe.datasets["valid"].sequences[0])
+    assert dropped == 0 and decoded.note_num() == bpe.counts["valid"]["notes"]
     with pytest.raises(UserError, match="cannot shift the pitches of BPE tokens"):
         codec.transposition(2)
     with pytest.raises(UserError, match="data.bpe_vocab_size=100 must be larger than the base vocabulary"):
@@ -240,7 +240,7 @@ def test_a_few_steps_on_pop909_lower_the_validation_loss(events_run):
     assert metrics["val/nll_token"] == pytest.approx(metrics["val/loss"])
     assert metrics["val/loss"] < 0.9 * math.log(vocab_size)  # a uniform guess costs ln(V) nats a token
     # The split's totals: bits per note and nats per second are its NLL over its notes and seconds.
-    val = counts["val"]
+    val = counts["valid"]
     total_nats = metrics["val/loss"] * val["tokens"]
     assert metrics["val/bits_per_note"] == pytest.approx(total_nats / math.log(2) / val["notes"], rel=1e-6)
     assert metrics["val/nats_per_second"] == pytest.approx(total_nats / val["seconds"], rel=1e-6)
@@ -319,7 +319,7 @@ def test_unreadable_and_note_less_files_are_skipped_and_named(tmp_path, caplog):
         any(f.name in line for line in skipped) for f in [*UNREADABLE, *NOTE_LESS]
     )
     assert sum("no notes" in line for line in skipped) == 2
-    assert [len(module.names[s]) for s in ("train", "val", "test")] == [3, 1, 1]
+    assert [len(module.names[s]) for s in ("train", "valid", "test")] == [3, 1, 1]
 
 
 def test_a_folder_with_no_readable_file_and_an_unknown_tokenizer_are_one_line(tmp_path):

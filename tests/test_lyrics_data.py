@@ -82,8 +82,8 @@ def test_split_is_seeded_disjoint_and_complete():
     a, b = split_indices(100, 0.1, 0.1, seed=3), split_indices(100, 0.1, 0.1, seed=3)
     assert all((a[k] == b[k]).all() for k in a)
     assert sorted(np.concatenate(list(a.values())).tolist()) == list(range(100))
-    assert len(a["val"]) == len(a["test"]) == 10
-    assert (split_indices(100, 0.1, 0.1, seed=4)["val"] != a["val"]).any()
+    assert len(a["valid"]) == len(a["test"]) == 10
+    assert (split_indices(100, 0.1, 0.1, seed=4)["valid"] != a["valid"]).any()
 
 
 def test_length_grouping_cuts_padding_and_covers_every_sequence():
@@ -110,7 +110,7 @@ def test_datamodule_builds_vocab_from_train_split_only():
     dm.setup("fit")
     assert len(dm.artists) == 24
     train_chars = set(dm.vocab.chars)
-    val_ids = np.concatenate(dm.datasets["val"].sequences)
+    val_ids = np.concatenate(dm.datasets["valid"].sequences)
     assert (val_ids < len(dm.vocab)).all()
     assert max(len(s) for s in dm.datasets["train"].sequences) == 301
     batch = next(iter(dm.train_dataloader()))

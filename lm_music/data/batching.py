@@ -187,9 +187,9 @@ class SequenceDataModule(pl.LightningDataModule):
         """What the model takes from the data (vocabulary and artists, or grid and opening frames)."""
         raise NotImplementedError
 
-    def pieces(self, stage: str) -> list:
-        """The real pieces of a split as the sample evaluator reads them (`lm_music.evaluation.sets`)."""
-        return list(self.datasets[stage].sequences)
+    def pieces(self, split: str) -> list:
+        """The real pieces of a split (train, valid, test) as the sample evaluator reads them."""
+        return list(self.datasets[split].sequences)
 
     def adopt(self, hparams: dict) -> None:
         """Read the data as the model with these hyperparameters saw it; a UserError where that is not
@@ -230,7 +230,7 @@ class SequenceDataModule(pl.LightningDataModule):
         return self._loader("train")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
+        return self._loader("valid")
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")

@@ -242,21 +242,20 @@ class EventDataModule(SequenceDataModule):
         if self.augment_transpose:
             self.transposition = self.codec.transposition(self.augment_transpose)
         for split, pieces in data.splits.items():
-            stage_name = {"valid": "val"}.get(split, split)
             max_len = self.max_len if split == "train" else self.eval_max_len
-            self.datasets[stage_name] = SequenceDataset([w for p in pieces for w in windows(p.ids, max_len)])
-            self.names[stage_name] = [p.name for p in pieces]
-            self.counts[stage_name] = {
+            self.datasets[split] = SequenceDataset([w for p in pieces for w in windows(p.ids, max_len)])
+            self.names[split] = [p.name for p in pieces]
+            self.counts[split] = {
                 "tokens": float(sum(len(p.ids) - 1 for p in pieces)),
                 "notes": float(sum(p.notes for p in pieces)),
                 "seconds": float(sum(p.seconds for p in pieces)),
             }
         log.info(
-            "events: %s, vocabulary %d; pieces train/val/test %s, tokens %s",
+            "events: %s, vocabulary %d; pieces train/valid/test %s, tokens %s",
             self.codec.describe(),
             len(self.codec),
-            "/".join(str(len(self.names[s])) for s in ("train", "val", "test")),
-            "/".join(str(int(self.counts[s]["tokens"])) for s in ("train", "val", "test")),
+            "/".join(str(len(self.names[s])) for s in SPLITS),
+            "/".join(str(int(self.counts[s]["tokens"])) for s in SPLITS),
         )
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:

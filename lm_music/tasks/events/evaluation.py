@@ -63,10 +63,7 @@ class EventEvaluation:
         module = EventDataModule(str(data["path"]), **{k: data[k] for k in keys if data.get(k) is not None})
         module.adopt(self.model.checkpoint["hyper_parameters"])
         module.setup()
-        splits = {
-            name: [np.asarray(ids) for ids in module.datasets[stage].sequences]
-            for name, stage in zip(SPLIT_NAMES, ("train", "val", "test"))
-        }
+        splits = {name: [np.asarray(ids) for ids in module.datasets[name].sequences] for name in SPLIT_NAMES}
         name = str(args.get("reference", "test"))
         check_reference(len(splits[name]), f"the {name} split of {data['path']}")
         return {"splits": splits, "where": data["path"]}

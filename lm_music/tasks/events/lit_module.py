@@ -34,7 +34,7 @@ class EventLitModule(TokenLitModule):
         terms = {"nll_token": (nll_sum, count)}
         if self.training or not self.counts:  # training logs the loss only; no data module: no totals
             return terms
-        split = self.counts["test" if self.trainer.testing else "val"]
+        split = self.counts["test" if self.trainer.testing else "valid"]
         if split["tokens"]:
             for name, per, scale in (
                 ("bits_per_note", "notes", math.log(2)),

@@ -114,12 +114,12 @@ def filter_artists(
 
 
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
-    """A seeded split of n items into train/val/test; val and test get at least one item when n >= 3."""
+    """A seeded split of n items into train/valid/test; valid and test get at least one item when n >= 3."""
     order = np.random.default_rng(seed).permutation(n)
     n_val = max(int(round(n * val_fraction)), 1 if n >= 3 and val_fraction > 0 else 0)
     n_test = max(int(round(n * test_fraction)), 1 if n >= 3 and test_fraction > 0 else 0)
     return {
-        "val": np.sort(order[:n_val]),
+        "valid": np.sort(order[:n_val]),
         "test": np.sort(order[n_val : n_val + n_test]),
         "train": np.sort(order[n_val + n_test :]),
     }
@@ -188,11 +188,11 @@ class LyricsDataModule(SequenceDataModule):
                 labels += [artist_ids.get(song_artists[i], -1)] * len(pieces)
             self.datasets[stage_name] = SequenceDataset(sequences, labels if self.artist_column else None)
         log.info(
-            "lyrics: %d songs by %d artists, %d characters in the vocabulary; sequences train/val/test %d/%d/%d",
+            "lyrics: %d songs by %d artists, %d characters in the vocabulary; sequences train/valid/test %d/%d/%d",
             len(songs),
             len(self.artists),
             len(self.vocab.chars),
-            *(len(self.datasets[s]) for s in ("train", "val", "test")),
+            *(len(self.datasets[s]) for s in ("train", "valid", "test")),
         )
 
     def pieces(self, stage: str) -> list[str]:

@@ -77,14 +77,11 @@ class LyricsEvaluation:
         fractions = float(data.get("val_fraction", 0.05)), float(data.get("test_fraction", 0.05))
         split = split_indices(len(songs), *fractions, int(data.get("seed", 0)))
         texts, authors = songs["text"].tolist(), songs["artist"].tolist()
-        splits = {
-            name: [texts[i] for i in split[key]] for name, key in zip(SPLIT_NAMES, ("train", "val", "test"))
-        }
+        splits = {name: [texts[i] for i in split[name]] for name in SPLIT_NAMES}
         name = str(args.get("reference", "test"))
         check_reference(len(splits[name]), f"the {name} split of {data['path']}")
         self.training = splits["train"]
-        reference = dict(zip(SPLIT_NAMES, ("train", "val", "test")))[name]
-        self.reference_songs = [(texts[i], authors[i]) for i in split[reference]]
+        self.reference_songs = [(texts[i], authors[i]) for i in split[name]]
         return {"splits": splits, "where": data["path"]}
 
     def sets(self, samples: list, loaded: dict, args) -> Sets:

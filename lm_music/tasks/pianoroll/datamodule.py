@@ -385,13 +385,11 @@ class PianoRollDataModule(SequenceDataModule):
         )
         for name, rolls in splits.items():
             # A piece of one frame has nothing to predict: the protocol scores frames 2..T only.
-            self.datasets[{"valid": "val"}.get(name, name)] = SequenceDataset(
-                [r for r in rolls if len(r) >= 2]
-            )
+            self.datasets[name] = SequenceDataset([r for r in rolls if len(r) >= 2])
         log.info(
-            "piano rolls: pieces train/val/test %s, frames %s",
-            "/".join(str(len(self.datasets[s])) for s in ("train", "val", "test")),
-            "/".join(str(int(self.datasets[s].lengths().sum())) for s in ("train", "val", "test")),
+            "piano rolls: pieces train/valid/test %s, frames %s",
+            "/".join(str(len(self.datasets[s])) for s in SPLITS),
+            "/".join(str(int(self.datasets[s].lengths().sum())) for s in SPLITS),
         )
 
     def model_kwargs(self) -> dict:
