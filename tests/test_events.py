@@ -209,7 +209,8 @@ def test_bpe_is_trained_on_the_training_pieces_and_travels_with_the_tokens(tmp_p
     plain.setup()
     bpe.setup()
     assert len(bpe.codec) == 600 and bpe.counts["valid"]["notes"] == plain.counts["valid"]["notes"]
-    assert bpe.counts["valid"]["tokens"] < 0.8 * plain.counts["valid"]["tokens"]  # merged tokens: fewer of them
+    # merged tokens: fewer of them
+    assert bpe.counts["valid"]["tokens"] < 0.8 * plain.counts["valid"]["tokens"]
     # The parameters in the checkpoint rebuild the same BPE: the validation piece decodes to its notes.
     codec = EventCodec(bpe.model_kwargs()["tokenizer"])
     decoded, dropped = codec.decode(bpe.datasets["valid"].sequences[0])
