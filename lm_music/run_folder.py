@@ -10,6 +10,13 @@ from omegaconf import OmegaConf
 
 from lm_music.errors import UserError
 
+RENAMED_DATA_KEYS = {"val_fraction": "valid_fraction"}  # lyrics runs and models before the task folders
+
+
+def upgraded_data(data: dict) -> dict:
+    """Data settings with the old layout's keys under today's names."""
+    return {RENAMED_DATA_KEYS.get(key, key): value for key, value in data.items()}
+
 
 def run_of(ckpt_path: str | Path) -> Path:
     """The run folder around `RUN/checkpoints/NAME.ckpt`."""
@@ -17,9 +24,15 @@ def run_of(ckpt_path: str | Path) -> Path:
 
 
 def overrides(run: Path) -> list[str] | None:
-    """The command line's overrides (`.hydra/overrides.yaml`), None where the run has none recorded."""
+    """The command line's overrides (`.hydra/overrides.yaml`), None where the run has none recorded; an old
+    data key under today's name, so that the command runs today."""
     file = run / ".hydra" / "overrides.yaml"
-    return list(yaml.safe_load(file.read_text()) or []) if file.is_file() else None
+    if not file.is_file():
+        return None
+    given = [str(o) for o in yaml.safe_load(file.read_text()) or []]
+    for old, new in RENAMED_DATA_KEYS.items():
+        given = [o.replace(f"data.{old}=", f"data.{new}=", 1) for o in given]
+    return given
 
 
 def config(run: Path) -> dict | None:
@@ -53,4 +66,4 @@ def data_settings(run: Path) -> dict:
     for key in ("path", "cache_dir"):
         if data.get(key) and not Path(str(data[key])).expanduser().is_absolute():
             data[key] = str(launched / str(data[key]))
-    return data
+    return upgraded_data(data)

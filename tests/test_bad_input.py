@@ -51,7 +51,7 @@ def test_non_latin_scripts_are_kept_or_unknown_never_a_crash(songs, tmp_path):
     frame = songs.head(30).copy()
     frame.loc[0, "text"] = "夜空ノムコウ\nНочь, улица, фонарь\nلا إله\n" + frame.loc[0, "text"]
     frame.to_csv(tmp_path / "scripts.csv", index=False)
-    dm = LyricsDataModule(str(tmp_path / "scripts.csv"), val_fraction=0.1, test_fraction=0.1, max_len=50)
+    dm = LyricsDataModule(str(tmp_path / "scripts.csv"), valid_fraction=0.1, test_fraction=0.1, max_len=50)
     dm.setup()
     decoded = [
         dm.vocab.decode(seq) for seq in dm.datasets["train"].sequences + dm.datasets["valid"].sequences
@@ -65,7 +65,7 @@ def test_a_huge_song_is_cut_into_windows(songs, tmp_path):
     frame.loc[0, "text"] = (frame.loc[1, "text"] + "\n") * (20_000_000 // len(frame.loc[1, "text"]))
     frame.to_csv(tmp_path / "huge.csv", index=False)
     dm = LyricsDataModule(
-        str(tmp_path / "huge.csv"), max_len=500, batch_size=32, val_fraction=0.1, test_fraction=0.1
+        str(tmp_path / "huge.csv"), max_len=500, batch_size=32, valid_fraction=0.1, test_fraction=0.1
     )
     dm.setup()
     lengths = np.concatenate([dm.datasets[s].lengths() for s in ("train", "valid", "test")])

@@ -66,3 +66,20 @@ def test_an_old_layout_checkpoint_resumes_training(tmp_path):
     resumed = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert "net.label_embedding.weight" in resumed["state_dict"]
     assert "net.artist_embedding.weight" not in resumed["state_dict"]
+
+
+def test_the_old_layouts_data_settings_are_read_under_todays_names(tmp_path):
+    """A shipped lyrics model (exported before the task folders) says `val_fraction`; the evaluator and a
+    re-export read it as `valid_fraction`, the key `conf/data/lyrics.yaml` has now."""
+    from lm_music.evaluation.sets import run_data_settings
+    from lm_music.run_folder import overrides
+
+    shipped = load_checkpoint("pretrained:lyrics")
+    assert "val_fraction" in shipped["exported"]["data"]
+    data = run_data_settings(shipped)
+    assert (
+        data["valid_fraction"] == shipped["exported"]["data"]["val_fraction"] and "val_fraction" not in data
+    )
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- experiment=lyrics\n- data.val_fraction=0.1\n")
+    assert overrides(tmp_path) == ["experiment=lyrics", "data.valid_fraction=0.1"]

@@ -36,9 +36,10 @@ class Sets:
 
 def run_data_settings(checkpoint: dict) -> dict:
     """The data settings of the model's run: an exported model's (the split and filters, not the data's path),
-    a `.ckpt`'s run folder's (`run_folder.data_settings`); {} for a .ckpt outside its run."""
+    a `.ckpt`'s run folder's (`run_folder.data_settings`); {} for a .ckpt outside its run. Keys of the old
+    layout are read under today's names."""
     if checkpoint.get("exported"):
-        return dict(checkpoint["exported"].get("data") or {})
+        return run_folder.upgraded_data(checkpoint["exported"].get("data") or {})
     path = Path(checkpoint.get("path", ""))
     return run_folder.data_settings(run_folder.run_of(path)) if path.is_file() else {}
 
@@ -46,7 +47,7 @@ def run_data_settings(checkpoint: dict) -> dict:
 def data_settings(checkpoint: dict, overrides: dict, elsewhere: str = "") -> dict:
     """The run's data settings with the command's `data.*` over them; a clear line when there are none
     (`elsewhere`: the other way to give a reference, for the message)."""
-    data = {**run_data_settings(checkpoint), **overrides}
+    data = {**run_data_settings(checkpoint), **run_folder.upgraded_data(overrides)}
     if not data.get("path") and data.get("source") != "bach_chorales":
         raise UserError(
             f"{checkpoint.get('path', 'the model')} carries no data settings (an exported or shipped model, or "

@@ -113,15 +113,15 @@ def filter_artists(
     return songs.reset_index(drop=True)
 
 
-def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
+def split_indices(n: int, valid_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
     """A seeded split of n items into train/valid/test; valid and test get at least one item when n >= 3."""
     order = np.random.default_rng(seed).permutation(n)
-    n_val = max(int(round(n * val_fraction)), 1 if n >= 3 and val_fraction > 0 else 0)
+    n_valid = max(int(round(n * valid_fraction)), 1 if n >= 3 and valid_fraction > 0 else 0)
     n_test = max(int(round(n * test_fraction)), 1 if n >= 3 and test_fraction > 0 else 0)
     return {
-        "valid": np.sort(order[:n_val]),
-        "test": np.sort(order[n_val : n_val + n_test]),
-        "train": np.sort(order[n_val + n_test :]),
+        "valid": np.sort(order[:n_valid]),
+        "test": np.sort(order[n_valid : n_valid + n_test]),
+        "train": np.sort(order[n_valid + n_test :]),
     }
 
 
@@ -138,7 +138,7 @@ class LyricsDataModule(SequenceDataModule):
         others: str | None = None,
         max_len: int | None = 1000,
         batch_size: int = 50,
-        val_fraction: float = 0.05,
+        valid_fraction: float = 0.05,
         test_fraction: float = 0.05,
         seed: int = 0,
         num_workers: int = 0,
@@ -153,7 +153,7 @@ class LyricsDataModule(SequenceDataModule):
         self.min_songs = min_songs
         self.others = others
         self.max_len = max_len
-        self.val_fraction = val_fraction
+        self.valid_fraction = valid_fraction
         self.test_fraction = test_fraction
         self.vocab: CharVocab | None = None
         self.artists: list[str] = []
@@ -176,7 +176,7 @@ class LyricsDataModule(SequenceDataModule):
         elif self.artist_column:
             self.artists = sorted(set(songs["artist"]))
         artist_ids = {a: i for i, a in enumerate(self.artists)}
-        split = split_indices(len(songs), self.val_fraction, self.test_fraction, self.seed)
+        split = split_indices(len(songs), self.valid_fraction, self.test_fraction, self.seed)
         texts, song_artists = songs["text"].tolist(), songs["artist"].tolist()
         if self.vocab is None:
             self.vocab = CharVocab.build([texts[i] for i in split["train"]])

@@ -74,7 +74,7 @@ class LyricsEvaluation:
         known = self.model.sampler.artists
         if known and songs["artist"].isin(known).any():
             songs = songs[songs["artist"].isin(known)].reset_index(drop=True)
-        fractions = float(data.get("val_fraction", 0.05)), float(data.get("test_fraction", 0.05))
+        fractions = float(data.get("valid_fraction", 0.05)), float(data.get("test_fraction", 0.05))
         split = split_indices(len(songs), *fractions, int(data.get("seed", 0)))
         texts, authors = songs["text"].tolist(), songs["artist"].tolist()
         splits = {name: [texts[i] for i in split[name]] for name in SPLIT_NAMES}
