@@ -76,7 +76,7 @@ def test_optuna_search_resumes_its_study_and_prints_the_best(tmp_path):
     args = [
         "train.py",
         *JSB,
-        "hparams_search=music_optuna",
+        "hparams_search=pianoroll_optuna",
         f"paths.log_dir={tmp_path}",
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.sampler.n_startup_trials=1",

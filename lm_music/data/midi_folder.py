@@ -136,6 +136,21 @@ def fingerprint(path: Path) -> dict:
     return {"path": str(path.resolve()), "files": hashlib.sha256(listing.encode()).hexdigest()}
 
 
+def concatenated(pieces: list[np.ndarray], empty: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pieces of different lengths as a cache stores them: their concatenation (`empty` when there are none)
+    and their lengths."""
+    values = np.concatenate(pieces) if pieces else empty
+    return values, np.array([len(piece) for piece in pieces], dtype=np.int64)
+
+
+def split_concatenated(values: np.ndarray, lengths: np.ndarray, what: str) -> list[np.ndarray]:
+    """The pieces back from `concatenated`'s two arrays; a ValueError (`npz_cache` then rebuilds the file)
+    where they disagree."""
+    if len(values) != lengths.sum():
+        raise ValueError(f"{what} holds {len(values)} rows but its lengths add up to {lengths.sum()}")
+    return np.split(values, np.cumsum(lengths)[:-1]) if len(lengths) else []
+
+
 def npz_cache(
     cache_dir: str | Path,
     kind: str,

@@ -20,7 +20,15 @@ import numpy as np
 import torch
 
 from lm_music.data.batching import SequenceDataModule, SequenceDataset, check_transpose, windows
-from lm_music.data.midi_folder import SPLITS, fingerprint, npz_cache, read_folder, split_pieces
+from lm_music.data.midi_folder import (
+    SPLITS,
+    concatenated,
+    fingerprint,
+    npz_cache,
+    read_folder,
+    split_concatenated,
+    split_pieces,
+)
 from lm_music.errors import UserError
 from lm_music.io import atomic_path
 from lm_music.tasks.events.codec import (
@@ -110,8 +118,9 @@ def _save_cache(path: Path, data: Tokenized, key_text: str) -> None:
         "skipped": np.array(json.dumps(data.skipped)),
     }
     for split, pieces in data.splits.items():
-        arrays[f"{split}_ids"] = np.concatenate([p.ids for p in pieces]) if pieces else np.zeros(0, np.int32)
-        arrays[f"{split}_lengths"] = np.array([len(p.ids) for p in pieces], dtype=np.int64)
+        arrays[f"{split}_ids"], arrays[f"{split}_lengths"] = concatenated(
+            [p.ids for p in pieces], np.zeros(0, np.int32)
+        )
         arrays[f"{split}_notes"] = np.array([p.notes for p in pieces], dtype=np.int64)
         arrays[f"{split}_seconds"] = np.array([p.seconds for p in pieces], dtype=np.float64)
         arrays[f"{split}_names"] = np.array([p.name for p in pieces], dtype=str)
@@ -123,11 +132,7 @@ def _load_cache(path: Path) -> Tokenized:
     splits = {}
     with np.load(path, allow_pickle=False) as data:
         for split in SPLITS:
-            lengths = data[f"{split}_lengths"]
-            ids = data[f"{split}_ids"]
-            if len(ids) != lengths.sum():
-                raise ValueError(f"{split} holds {len(ids)} ids but its lengths add up to {lengths.sum()}")
-            pieces = np.split(ids, np.cumsum(lengths)[:-1]) if len(lengths) else []
+            pieces = split_concatenated(data[f"{split}_ids"], data[f"{split}_lengths"], split)
             splits[split] = [
                 Piece(str(n), p, int(k), float(s))
                 for n, p, k, s in zip(

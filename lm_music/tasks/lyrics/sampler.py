@@ -96,7 +96,7 @@ class TextSamples:
 def draw(sampler: LyricsSampler, options, generator: torch.Generator) -> TextSamples:
     """`options`: the sample options' keys (prime, artist, top_k, top_p, ...)."""
     refuse_option("prime_json", options, "event-token (e.g. pretrained=pop909)")
-    refuse_option("prime_midi", options, "music")
+    refuse_option("prime_midi", options, "piano-roll and event-token")
     artists = [options.artist] * options.num_samples if options.get("artist") else None
     if artists is None and sampler.conditional:
         artists = [sampler.artists[i % len(sampler.artists)] for i in range(options.num_samples)]

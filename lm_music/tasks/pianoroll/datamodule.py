@@ -15,7 +15,16 @@ import torch
 
 from lm_music.data.batching import SequenceDataModule, SequenceDataset, check_transpose
 from lm_music.data.download import download
-from lm_music.data.midi_folder import SPLITS, fingerprint, npz_cache, read_folder, seeded_split, split_pieces
+from lm_music.data.midi_folder import (
+    SPLITS,
+    concatenated,
+    fingerprint,
+    npz_cache,
+    read_folder,
+    seeded_split,
+    split_concatenated,
+    split_pieces,
+)
 from lm_music.errors import UserError
 from lm_music.io import atomic_path
 from lm_music.midi import (
@@ -233,10 +242,8 @@ def read_bach_chorales(
 def _save_cache(path: Path, splits: Splits, key_text: str) -> None:
     arrays = {"key": np.array(key_text)}
     for split in SPLITS:
-        rolls = splits[split]
-        stacked = np.concatenate(rolls) if rolls else np.zeros((0, NUM_KEYS), dtype=np.uint8)
+        stacked, arrays[f"{split}_lengths"] = concatenated(splits[split], np.zeros((0, NUM_KEYS), np.uint8))
         arrays[f"{split}_bits"] = np.packbits(stacked, axis=1)
-        arrays[f"{split}_lengths"] = np.array([len(roll) for roll in rolls], dtype=np.int64)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
 
@@ -245,13 +252,8 @@ def _load_cache(path: Path) -> Splits:
     splits = {}
     with np.load(path, allow_pickle=False) as data:
         for split in SPLITS:
-            lengths = data[f"{split}_lengths"]
             rolls = np.unpackbits(data[f"{split}_bits"], axis=1, count=NUM_KEYS)
-            if len(rolls) != lengths.sum():
-                raise ValueError(
-                    f"{split} holds {len(rolls)} frames but its lengths add up to {lengths.sum()}"
-                )
-            splits[split] = np.split(rolls, np.cumsum(lengths)[:-1]) if len(lengths) else []
+            splits[split] = split_concatenated(rolls, data[f"{split}_lengths"], split)
     return splits
 
 
