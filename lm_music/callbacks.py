@@ -131,7 +131,7 @@ class SampleQuality(SampleLogger):
         seed: int = 0,
     ) -> None:
         super().__init__(every_n_epochs, num_samples, length, temperature, seed)
-        self._judge = None  # the kind and the validation split's features, made at the first judgement
+        self._judge = None  # the task's evaluation and the validation pieces, made at the first judgement
 
     def due(self, trainer: pl.Trainer) -> bool:
         # not the validate/test that follow training
@@ -148,17 +148,20 @@ class SampleQuality(SampleLogger):
         from lm_music.tasks.registry import task_of_module
 
         if self._judge is None:
-            kind = task_of_module(type(module)).evaluation(module)
-            kind.training = datamodule.pieces("train")  # lyrics: what the memorisation index is built over
+            evaluation = task_of_module(type(module)).evaluation(module)
+            # lyrics: what the memorisation index is built over
+            evaluation.training = datamodule.pieces("train")
             reference = datamodule.pieces("valid")
-            self._judge = kind, reference
-        kind, reference = self._judge
+            self._judge = evaluation, reference
+        evaluation, reference = self._judge
         generator = torch.Generator(device=module.device).manual_seed(self.seed)
-        samples = kind.draw_in_training(module, self.num_samples, self.length, self.temperature, generator)
+        samples = evaluation.draw_in_training(
+            module, self.num_samples, self.length, self.temperature, generator
+        )
         longest = max(len(s) for s in samples)
-        features = kind.features_of({"samples": samples, "reference": [r[:longest] for r in reference]})
+        features = evaluation.features_of({"samples": samples, "reference": [r[:longest] for r in reference]})
         metrics = {"samples/oa_mean": mean_oa(compare_sets(features["samples"], features["reference"]))}
-        for name, reduce in kind.telling.items():
+        for name, reduce in evaluation.telling.items():
             values = features["samples"][name]
             metrics[f"samples/{name}"] = float(np.nanmax(values) if reduce == "max" else np.nanmean(values))
         return metrics

@@ -62,29 +62,29 @@ def evaluate(cfg: DictConfig) -> dict:
     cfg = with_model_defaults(model, cfg)
     threads.start()
     timing["model_s"], clock = time.perf_counter() - clock, time.perf_counter()
-    kind = model.task.evaluation(model)
-    loaded = kind.load_reference(cfg)  # before drawing: a missing reference is one line, at once
+    evaluation = model.task.evaluation(model)
+    loaded = evaluation.load_reference(cfg)  # before drawing: a missing reference is one line, at once
     timing["reference_s"], clock = time.perf_counter() - clock, time.perf_counter()
     if cfg.get("samples_dir"):
         folder = Path(str(cfg.samples_dir)).expanduser()
         if not folder.exists():
             raise UserError(f"samples_dir {folder} does not exist")
-        samples = kind.read_folder(folder)
+        samples = evaluation.read_folder(folder)
         drawn = f"{len(samples)} samples read from {folder}"
     else:
-        samples = kind.drawn(draw(model, cfg))
+        samples = evaluation.drawn(draw(model, cfg))
         drawn = (
             f"{len(samples)} samples of length {cfg.length} drawn from {path} "
             f"(seed {cfg.seed}, temperature {cfg.temperature})"
         )
     timing["samples_s"], clock = time.perf_counter() - clock, time.perf_counter()
-    sets = kind.sets(samples, loaded, cfg)
+    sets = evaluation.sets(samples, loaded, cfg)
     named = {"samples": sets.samples, "reference": sets.reference, "floor": sets.floor}
     if sets.ceiling is not None:
         named["ceiling"] = sets.ceiling
     if sets.ceiling_against is not None:
         named["ceiling_against"] = sets.ceiling_against
-    features = kind.features_of(named)
+    features = evaluation.features_of(named)
     comparisons = {
         "model": compare_sets(features["samples"], features["reference"]),
         "floor": compare_sets(features["floor"], features["reference"]),
@@ -92,7 +92,7 @@ def evaluate(cfg: DictConfig) -> dict:
     if "ceiling" in features:
         against = features.get("ceiling_against", features["reference"])
         comparisons["ceiling"] = compare_sets(features["ceiling"], against)
-    extras = kind.extras(named)
+    extras = evaluation.extras(named)
     timing["scoring_s"] = time.perf_counter() - clock
     mean = {
         a: mean_oa(comparisons[a]) if a in comparisons else math.nan for a in ("model", "ceiling", "floor")
@@ -103,7 +103,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "samples": drawn,
         "sets": {"samples": drawn, **sets.described},
         "notes": sets.notes,
-        "descriptions": kind.descriptions,
+        "descriptions": evaluation.descriptions,
         "summary": {"mean_oa": mean, "position": position(mean["model"], mean["ceiling"], mean["floor"])},
         "comparisons": comparisons,
         "features": {name: {k: v.tolist() for k, v in values.items()} for name, values in features.items()},
