@@ -51,6 +51,7 @@ def test_multirun_leaves_a_run_dir_per_job_and_a_summary(tmp_path):
         assert f"model.hidden_size={hidden}" in rows[int(job)]["overrides"]
 
 
+@pytest.mark.slow  # two trainings at once on every core: an end-to-end run
 def test_joblib_launcher_runs_jobs_in_parallel_on_a_share_of_the_cores_each(tmp_path):
     result = run_script(
         "train.py",
