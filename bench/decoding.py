@@ -10,6 +10,7 @@ looking at the test split. One JSON line per setting; then one per model with th
 """
 
 import argparse
+import itertools
 import json
 import sys
 import tempfile
@@ -63,21 +64,36 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--temperatures", type=float, nargs="+", help="instead of the model's grid")
     parser.add_argument("--top-p", type=float, nargs="+", help="instead of the model's grid (0: off)")
+    parser.add_argument("--cache-lambdas", type=float, nargs="+", default=[0.0], help="token models (0: off)")
+    parser.add_argument("--cache-theta", type=float, default=0.3)
     args = parser.parse_args()
     lines = []
     for model in args.models.split(","):
         best = None
-        for top_p in [p or None for p in args.top_p] if args.top_p else TOP_P.get(model, [None]):
-            for temperature in args.temperatures or TEMPERATURES.get(model, ROLL_TEMPERATURES):
-                overrides = [f"temperature={temperature}"] + ([f"top_p={top_p}"] if top_p else [])
-                row = {"benchmark": "decoding", "model": model, "temperature": temperature, "top_p": top_p}
-                row |= judge(model, overrides, args.threads)
-                lines.append(row)
-                print(json.dumps(row), flush=True)
-                if best is None or row["position"] > best["position"]:
-                    best = row
+        grid = itertools.product(
+            [p or None for p in args.top_p] if args.top_p else TOP_P.get(model, [None]),
+            args.temperatures or TEMPERATURES.get(model, ROLL_TEMPERATURES),
+            args.cache_lambdas,
+        )
+        for top_p, temperature, cache_lambda in grid:
+            overrides = [
+                f"temperature={temperature}",
+                f"top_p={top_p or 'null'}",
+                f"cache_lambda={cache_lambda}",
+            ]
+            row = {"benchmark": "decoding", "model": model, "temperature": temperature, "top_p": top_p}
+            if cache_lambda:
+                overrides.append(f"cache_theta={args.cache_theta}")
+                row |= {"cache_lambda": cache_lambda, "cache_theta": args.cache_theta}
+            row |= judge(model, overrides, args.threads)
+            lines.append(row)
+            print(json.dumps(row), flush=True)
+            if best is None or row["position"] > best["position"]:
+                best = row
         choice = {"benchmark": "decoding_choice", "model": model, "date": str(date.today()), **hardware()}
-        choice |= {k: best[k] for k in ("temperature", "top_p", "position")}
+        choice |= {
+            k: best.get(k) for k in ("temperature", "top_p", "cache_lambda", "cache_theta", "position")
+        }
         lines.append(choice)
         print(json.dumps(choice), flush=True)
     if args.out:

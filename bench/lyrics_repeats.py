@@ -1,12 +1,14 @@
 """Why do the shipped lyrics models' samples never repeat a line, where real songs repeat 8% of theirs?
 
     python bench/lyrics_repeats.py [--model lyrics] [--data ../shared/data/lyrics/public_domain_songs.csv]
+        [--cache-lambda 0.15 --cache-theta 0.3] [--model-path FOLDER_OR_CKPT]
 
 Scores the model's test songs whole (as training's test step does) and splits the characters by line: the
 lines that repeat an earlier line of their song (a refrain sung again) and the lines heard for the first time.
 If the model has learnt to repeat, a repeated line costs it few bits; the chance that a sample at temperature
 1.0 copies such a line exactly is 2 ** -(the line's bits). The line's first character is reported apart: it is
-where the model must decide that a repeat begins. One JSON line.
+where the model must decide that a repeat begins. With --cache-lambda, the songs are scored through the continuous
+cache (lm_music/cache.py), as the test step and sampling with it do. One JSON line.
 """
 
 import argparse
@@ -24,12 +26,18 @@ from common import hardware  # noqa: E402
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "lyrics" / "public_domain_songs.csv"
 
 
-def line_costs(sampler, song: str) -> list[tuple[bool, np.ndarray]]:
+def line_costs(sampler, song: str, cache=None) -> list[tuple[bool, np.ndarray]]:
     """Per line of the song (with its newline): whether it repeats an earlier line, and its characters' bits."""
     ids = torch.from_numpy(sampler.vocab.encode(song, bos=True, eos=True).astype(np.int64))[None]
     with torch.no_grad():
-        logits, _ = sampler.net(ids[:, :-1])
-        bits = F.cross_entropy(logits[0].float(), ids[0, 1:], reduction="none").numpy() / np.log(2)
+        features, _ = sampler.net.features(ids[:, :-1])
+        logits = sampler.net.head(features)
+        if cache is not None:
+            log_probs = cache.sequence_log_probs(logits, features, ids[:, 1:], sampler.vocab.PAD)
+            nats = -log_probs[0].gather(-1, ids[0, 1:, None])[:, 0]
+        else:
+            nats = F.cross_entropy(logits[0].float(), ids[0, 1:], reduction="none")
+        bits = nats.numpy() / np.log(2)
     out, seen, start = [], set(), 0
     for line in song.splitlines(keepends=True):
         key = line.strip().lower()
@@ -44,18 +52,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="lyrics")
     parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--model-path", help="a .ckpt or exported folder instead of the shipped --model")
+    parser.add_argument("--cache-lambda", type=float, default=0.0)
+    parser.add_argument("--cache-theta", type=float, default=0.3)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    from lm_music.cache import ContinuousCache
     from lm_music.generation import load_model
     from lm_music.tasks.lyrics.evaluation import LyricsEvaluation
 
-    model = load_model(f"pretrained:{args.model}", "cpu")
+    cache = ContinuousCache(args.cache_lambda, args.cache_theta) if args.cache_lambda else None
+    model = load_model(args.model_path or f"pretrained:{args.model}", "cpu")
     model.sampler.net.eval()
     kind = LyricsEvaluation(model)
     songs = kind.load_reference({"data": {"path": str(args.data)}, "reference": "test"})["splits"]["test"]
-    lines = [row for song in songs for row in line_costs(model.sampler, song)]
-    result = {"benchmark": "lyrics_repeats", "model": args.model, "songs": len(songs), **hardware()}
+    lines = [row for song in songs for row in line_costs(model.sampler, song, cache)]
+    result = {"benchmark": "lyrics_repeats", "model": args.model_path or args.model, "songs": len(songs)}
+    result |= {"cache": cache.as_options() if cache else None, **hardware()}
     for name, repeated in (("repeated", True), ("first_time", False)):
         chosen = [bits for r, bits in lines if r == repeated]
         totals = np.array([b.sum() for b in chosen])

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from lm_music.cache import OPTIONS as CACHE_OPTIONS
+from lm_music.cache import ContinuousCache
 from lm_music.cards import DATASETS, UNKNOWN_DATASET, dataset_of, model_card, run_facts, summary
 from lm_music.checkpoints import (
     CARD,
@@ -158,16 +160,16 @@ def rejudge(folder: str | Path, data: dict, decoding: dict | None = None) -> lis
 
 
 def check_decoding(decoding: dict) -> None:
-    unknown = set(decoding) - {"temperature", "top_p"}
+    known = ("temperature", "top_p", *CACHE_OPTIONS)
+    unknown = set(decoding) - set(known)
     if unknown:
-        raise UserError(f"decoding takes temperature and top_p, not {', '.join(sorted(unknown))}")
-    if (
-        not all(isinstance(v, int | float) and v > 0 for v in decoding.values())
-        or decoding.get("top_p", 1) > 1
-    ):
+        raise UserError(f"decoding takes {', '.join(known)}, not {', '.join(sorted(unknown))}")
+    sampled = {k: v for k, v in decoding.items() if k in ("temperature", "top_p")}
+    if not all(isinstance(v, int | float) and v > 0 for v in sampled.values()) or sampled.get("top_p", 1) > 1:
         raise UserError(
             f"decoding defaults must be numbers, temperature > 0 and 0 < top_p <= 1: got {decoding}"
         )
+    ContinuousCache.from_options(decoding)
 
 
 def _judge_samples(folder: Path, data: dict) -> dict:

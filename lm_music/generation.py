@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from lm_music.cache import ContinuousCache
 from lm_music.checkpoints import PRETRAINED, load_checkpoint, sampler_from_checkpoint, task_of
 from lm_music.errors import UserError
 from lm_music.tasks.sampler import NetworkSampler
@@ -52,7 +53,7 @@ def decoding_defaults(model: Model) -> dict:
 
 
 def with_model_defaults(model: Model, cfg: DictConfig) -> DictConfig:
-    """`cfg` with each decoding option left null (temperature, top_p) set to the model's default."""
+    """`cfg` with each decoding option left null (temperature, top_p, the cache's) set to the model's default."""
     unset = {k: v for k, v in decoding_defaults(model).items() if cfg.get(k) is None}
     return OmegaConf.merge(cfg, unset) if unset else cfg
 
@@ -68,6 +69,7 @@ def check_options(cfg: DictConfig) -> None:
         raise UserError(f"top_k must be at least 1 (or null), got {cfg.top_k}")
     if cfg.get("top_p") is not None and not 0 < cfg.top_p <= 1:
         raise UserError(f"top_p must be in (0, 1] (or null), got {cfg.top_p}")
+    ContinuousCache.from_options(cfg)  # its settings' one-line errors
 
 
 def draw(model: Model, cfg: DictConfig):

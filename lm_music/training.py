@@ -16,6 +16,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
+from lm_music.cache import ContinuousCache
 from lm_music.callbacks import (
     AdaptThreads,
     DestroyProcessGroupAtExit,
@@ -209,6 +210,11 @@ def train(cfg: DictConfig) -> float | None:
         model = _fine_tuned(cfg, initial)
     else:
         model = build(cfg.model, **datamodule.model_kwargs(), _convert_="all")
+    cache = ContinuousCache.from_options(cfg)
+    if cache is not None:
+        if not hasattr(model, "cache"):
+            raise UserError("cache_lambda= is for token models (lyrics, event tokens): leave it out")
+        model.cache = cache
     callbacks = _instantiate_all(cfg.get("callbacks"))
     _quiet_lightning()
     _quiet_wandb()

@@ -32,7 +32,7 @@ def rolls(batch: int, length: int) -> torch.Tensor:
     return (torch.rand(batch, length, 88, generator=torch.Generator().manual_seed(1)) < 0.05).float()
 
 
-@pytest.mark.parametrize("length", [12, 40])  # within the context, and a sliding window past it
+@pytest.mark.parametrize("length", [12, 40])  # within the context, and chunks past it
 def test_changing_a_later_position_leaves_earlier_outputs_unchanged(length):
     ids = torch.randint(20, (2, length), generator=torch.Generator().manual_seed(0))
     artists = torch.tensor([0, 2])
@@ -53,11 +53,12 @@ def test_changing_a_later_position_leaves_earlier_outputs_unchanged(length):
         assert torch.equal(net(frames)[0][:, : length - 5], net(changed)[0][:, : length - 5])
 
 
-def test_cached_steps_give_the_distribution_of_the_recomputed_prefix():
-    """Lyrics: logits read with the cache (a chunk, then one position at a time) are those of a forward pass
-    over the whole prefix."""
+@pytest.mark.parametrize("length", [14, 70])  # within the context, and past it (chunks of context / 2)
+def test_cached_steps_give_the_distribution_of_the_recomputed_prefix(length):
+    """Lyrics: logits read with the cache (a chunk, then several positions, then one position at a time) are
+    those of one forward pass over the whole sequence, the scoring path: what is sampled is what is scored."""
     model = char_model()
-    ids = torch.randint(20, (3, 14), generator=torch.Generator().manual_seed(2))
+    ids = torch.randint(20, (3, length), generator=torch.Generator().manual_seed(2))
     artists = torch.tensor([0, 1, 2])
     with torch.no_grad():
         full, _ = model(ids, artists)
@@ -65,32 +66,31 @@ def test_cached_steps_give_the_distribution_of_the_recomputed_prefix():
         stepped = [logits]
         logits, state = model(ids[:, 4:9], artists, state)  # several new positions beside a cache
         stepped.append(logits)
-        for t in range(9, 14):
+        for t in range(9, length):
             logits, state = model(ids[:, t : t + 1], artists, state)
             stepped.append(logits)
     torch.testing.assert_close(torch.cat(stepped, 1), full, atol=1e-5, rtol=1e-5)
+    assert state.length < SIZES["context"]
 
 
 @pytest.mark.parametrize("head", ["bernoulli", "nade"])
 def test_cached_sampling_draws_what_recomputing_draws(head):
-    """Music, past the context too: generate() with the cache draws the frames that recomputing each step
-    from the last `context` frames draws (the sliding window), seed for seed."""
+    """Music, past the context too: generate() with the cache draws the frames that scoring the whole history
+    again at each step (one forward pass, as the test step reads a piece) draws, seed for seed."""
     net = roll_model(head)
     prime = rolls(2, 5)
-    context = SIZES["context"]
 
-    def recompute(frames, state):  # no cache: the whole window again at each step
+    def recompute(frames, state):  # no cache: the whole history again at each step
         history = frames if state is None else torch.cat([state, frames], 1)
-        window = history[:, -context:]
-        features, _ = net(window)
+        features, _ = net(history)
         return features, history
 
     def draw(seed):
         generator = torch.Generator().manual_seed(seed)
         return lambda h: net.head.sample(h, 1.0, generator)
 
-    cached = generate(net, prime, 30, draw(7))
-    recomputed = generate(recompute, prime, 30, draw(7))
+    cached = generate(net, prime, 40, draw(7))
+    recomputed = generate(recompute, prime, 40, draw(7))
     assert cached.sum() > 0
     assert torch.equal(cached, recomputed)
 

@@ -80,11 +80,12 @@ class PianoRollTransformer(nn.Module):
         head: str = "nade",
         nade_hidden: int = 150,
         learned_start: bool = False,
+        attention_dropout: float | None = None,
     ) -> None:
         super().__init__()
         self.input = nn.Linear(num_keys, d_model)
         self.start = LearnedStart(d_model) if learned_start else None
-        self.transformer = Transformer(d_model, n_layer, n_head, context, dropout)
+        self.transformer = Transformer(d_model, n_layer, n_head, context, dropout, attention_dropout)
         self.transformer.init_weights(self)
         self.head = make_head(head, d_model, num_keys, nade_hidden)
 

@@ -34,15 +34,21 @@ class TokenRNN(nn.Module):
         self.rnn = make_rnn(cell, input_size, hidden_size, num_layers, dropout, weight_dropout)
         self.head = nn.Linear(hidden_size, vocab_size)
 
-    def forward(
+    def features(
         self, ids: torch.Tensor, labels: torch.Tensor | None = None, state: State | None = None
     ) -> tuple[torch.Tensor, State]:
-        """ids (B, T) -> logits (B, T, V) and the RNN state after the last step."""
+        """ids (B, T) -> the top layer's outputs (B, T, hidden), which `head` reads, and the RNN state."""
         x = self.embedding(ids)
         if self.label_embedding is not None:
             a = self.label_embedding(labels)[:, None, :].expand(-1, ids.shape[1], -1)
             x = torch.cat([x, a], dim=-1)
-        out, state = self.rnn(x, state)
+        return self.rnn(x, state)
+
+    def forward(
+        self, ids: torch.Tensor, labels: torch.Tensor | None = None, state: State | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """ids (B, T) -> logits (B, T, V) and the RNN state after the last step."""
+        out, state = self.features(ids, labels, state)
         return self.head(out), state
 
 
@@ -60,21 +66,28 @@ class TokenTransformer(nn.Module):
         context: int = 256,
         dropout: float = 0.1,
         num_labels: int = 0,
+        attention_dropout: float | None = None,
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, d_model)
         self.label_embedding = nn.Embedding(num_labels, d_model) if num_labels else None
-        self.transformer = Transformer(d_model, n_layer, n_head, context, dropout)
+        self.transformer = Transformer(d_model, n_layer, n_head, context, dropout, attention_dropout)
         self.head = nn.Linear(d_model, vocab_size, bias=False)
         self.transformer.init_weights(self)
         self.head.weight = self.embedding.weight
+
+    def features(
+        self, ids: torch.Tensor, labels: torch.Tensor | None = None, state: KVCache | None = None
+    ) -> tuple[torch.Tensor, KVCache]:
+        """ids (B, T) -> the last block's normalised outputs (B, T, d_model), which `head` reads, and the cache."""
+        x = self.embedding(ids)
+        if self.label_embedding is not None:
+            x = x + self.label_embedding(labels)[:, None, :]
+        return self.transformer(x, state)
 
     def forward(
         self, ids: torch.Tensor, labels: torch.Tensor | None = None, state: KVCache | None = None
     ) -> tuple[torch.Tensor, KVCache]:
         """ids (B, T) -> logits (B, T, V) and the cache after the last position."""
-        x = self.embedding(ids)
-        if self.label_embedding is not None:
-            x = x + self.label_embedding(labels)[:, None, :]
-        h, state = self.transformer(x, state)
+        h, state = self.features(ids, labels, state)
         return self.head(h), state

@@ -2,17 +2,19 @@
 MLP) under the token and piano-roll nets (`nets.token`, `nets.roll`), whose state is its key/value cache.
 
 Positions are rotary (Su et al. 2021): attention sees only how far apart two positions are, so a model
-trained on windows of `context` positions reads and writes sequences of any length through a sliding
-window. Every position attends to at most `context` positions, itself included:
+trained on windows of `context` positions reads and writes sequences of any length. Every position attends to
+at most `context` positions, itself included, and which ones depends on its position alone, never on how the
+sequence is split into calls:
 
-- a call whose new positions fit beside the cache (`cached + T <= context`) is exact causal attention;
-- a longer one (a long piece, song or prime) runs in chunks of `context // 2` positions, each attending to
-  itself and to the cached keys of the `context - chunk` positions before it, so every prediction has at
-  least `context // 2` positions of history (all of it near the start of a sequence);
-- sampling adds one position a step, attending to the last `context - 1` positions and itself.
+- the first `context` positions attend to every position before them (exact causal attention);
+- past them, positions run in chunks of `context // 2` aligned to the sequence's start, each position
+  attending to the positions of its chunk up to itself and to the `context - chunk` positions before the
+  chunk, so every prediction has between `context // 2` and `context` positions of history.
 
-So `forward(inputs, state) -> (outputs, state)` as the RNNs: training, scoring and `decoding.generate` use it
-unchanged, and a cached step gives what recomputing the prefix gives.
+So `forward(inputs, state) -> (outputs, state)` as the RNNs: training and scoring read a whole sequence in one
+call, sampling (`decoding.generate`) one position a step from the cache, and both give the same conditionals:
+the likelihood a test reports is that of the distribution sampling draws from. (A window that slides one
+position a step would condition samples on more history than the model was trained and scored with.)
 """
 
 import math
@@ -27,8 +29,8 @@ from lm_music.errors import UserError
 
 @dataclass
 class KVCache:
-    """Keys and values (B, heads, L, head_dim) of the last L <= context - 1 positions, per layer, and the
-    number of positions read so far (the rotary position of the next one)."""
+    """Keys and values (B, heads, L, head_dim) of the L <= context - 1 positions that the next one attends to,
+    per layer, and the number of positions read so far (the rotary position of the next one)."""
 
     position: int
     layers: list[tuple[torch.Tensor, torch.Tensor]]
@@ -43,8 +45,11 @@ class KVCache:
         return KVCache(self.position, layers)
 
 
-def last_positions(layers: list, keep: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Each layer's keys and values (B, heads, L, head_dim) of the last `keep` positions at most."""
+def last_positions(layers: list, keep: int) -> list:
+    """Each layer's keys and values (B, heads, L, head_dim) of the last `keep` positions at most (None: none
+    cached yet)."""
+    if layers[0] is None:
+        return layers
     return [(k[:, :, max(0, k.shape[2] - keep) :], v[:, :, max(0, v.shape[2] - keep) :]) for k, v in layers]
 
 
@@ -60,9 +65,9 @@ def rotate(x: torch.Tensor, position: int) -> torch.Tensor:
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, d_model: int, n_head: int, dropout: float) -> None:
+    def __init__(self, d_model: int, n_head: int, dropout: float, attention_dropout: float) -> None:
         super().__init__()
-        self.n_head, self.dropout = n_head, dropout
+        self.n_head, self.dropout = n_head, attention_dropout
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.proj = nn.Linear(d_model, d_model)
         self.residual_dropout = nn.Dropout(dropout)
@@ -96,10 +101,10 @@ class CausalSelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, d_model: int, n_head: int, dropout: float) -> None:
+    def __init__(self, d_model: int, n_head: int, dropout: float, attention_dropout: float) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(d_model)
-        self.attn = CausalSelfAttention(d_model, n_head, dropout)
+        self.attn = CausalSelfAttention(d_model, n_head, dropout, attention_dropout)
         self.ln_2 = nn.LayerNorm(d_model)
         self.mlp = nn.Sequential(
             nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model), nn.Dropout(dropout)
@@ -112,9 +117,21 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """Pre-LN blocks over embedded inputs (B, T, d_model) -> features (B, T, d_model), with the cache as state."""
+    """Pre-LN blocks over embedded inputs (B, T, d_model) -> features (B, T, d_model), with the cache as state.
 
-    def __init__(self, d_model: int, n_layer: int, n_head: int, context: int, dropout: float) -> None:
+    `attention_dropout` (None: `dropout`) drops attention weights in training. Any value above 0 sends
+    `scaled_dot_product_attention` on CPU to its unfused kernel: at 1,024 positions a training step is about
+    5x slower than with 0 (BENCHMARKS.md), so long-context models train with 0 and keep the other dropouts."""
+
+    def __init__(
+        self,
+        d_model: int,
+        n_layer: int,
+        n_head: int,
+        context: int,
+        dropout: float,
+        attention_dropout: float | None = None,
+    ) -> None:
         super().__init__()
         for name, value in (("d_model", d_model), ("n_layer", n_layer), ("n_head", n_head)):
             if value < 1:
@@ -126,11 +143,15 @@ class Transformer(nn.Module):
             )
         if context < 2:
             raise UserError(f"model.context must be at least 2 positions, got {context}")
-        if not 0 <= dropout < 1:
-            raise UserError(f"model.dropout must be in [0, 1), got {dropout}")
+        attention_dropout = dropout if attention_dropout is None else attention_dropout
+        for name, value in (("dropout", dropout), ("attention_dropout", attention_dropout)):
+            if not 0 <= value < 1:
+                raise UserError(f"model.{name} must be in [0, 1), got {value}")
         self.context = context
         self.dropout = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(d_model, n_head, dropout) for _ in range(n_layer))
+        self.blocks = nn.ModuleList(
+            Block(d_model, n_head, dropout, attention_dropout) for _ in range(n_layer)
+        )
         self.ln_f = nn.LayerNorm(d_model)
 
     def init_weights(self, module: nn.Module) -> None:
@@ -142,22 +163,37 @@ class Transformer(nn.Module):
             scale = 1 / math.sqrt(2 * n_layer) if name.endswith(("attn.proj.weight", "mlp.2.weight")) else 1
             nn.init.normal_(p, mean=0.0, std=0.02 * scale)
 
+    def first_visible(self, position: int) -> int:
+        """The earliest position that `position` attends to: 0 within the first `context` positions; past them,
+        positions run in chunks of `context // 2` aligned to the start, each attending to itself and to the
+        `context - chunk` positions before the chunk."""
+        chunk = max(1, self.context // 2)
+        return max(0, position // chunk * chunk - (self.context - chunk))
+
     def forward(self, x: torch.Tensor, state: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
+        """The same conditionals however the positions are split into calls: a whole sequence at once (training,
+        scoring) and one position at a time from the cache (sampling) give the same outputs, so the likelihood
+        that scoring reports is that of the distribution sampling draws from."""
         x = self.dropout(x)
         position = state.position if state else 0
         past = state.layers if state else [None] * len(self.blocks)
-        cached = state.length if state else 0
-        T = x.shape[1]
-        size = T if cached + T <= self.context else max(1, self.context // 2)
+        chunk = max(1, self.context // 2)
         outputs = []
-        for start in range(0, T, size):
-            h = x[:, start : start + size]
-            if cached + h.shape[1] > self.context:
-                past = last_positions(past, self.context - h.shape[1])
+        start, T = 0, x.shape[1]
+        while start < T:
+            first = self.first_visible(position)
+            boundary = (position // chunk + 1) * chunk  # the piece of positions that see from `first`
+            while boundary < position + T - start and self.first_visible(boundary) == first:
+                boundary += chunk
+            end = min(T, start + boundary - position)
+            h = x[:, start:end]
+            past = last_positions(past, position - first)
             layers = []
             for block, layer_past in zip(self.blocks, past, strict=True):
                 h, kv = block(h, position, layer_past)
                 layers.append(kv)
             outputs.append(h)
-            past, position, cached = layers, position + h.shape[1], layers[0][0].shape[2]
-        return self.ln_f(torch.cat(outputs, dim=1)), KVCache(position, last_positions(past, self.context - 1))
+            past, position, start = layers, position + h.shape[1], end
+        return self.ln_f(torch.cat(outputs, dim=1)), KVCache(
+            position, last_positions(past, position - self.first_visible(position))
+        )

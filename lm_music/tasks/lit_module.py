@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric
 
+from lm_music.cache import ContinuousCache
 from lm_music.errors import UserError
 from lm_music.nets.legacy import upgrade_weights
 from lm_music.tasks.sampler import NetworkSampler, TokenSampler
@@ -143,6 +144,9 @@ class TokenLitModule(SequenceLitModule):
     """
 
     sampler_class: type[TokenSampler] = TokenSampler
+    # train.py's cache_lambda/cache_theta/cache_window: validation and test also report every metric under this
+    # continuous cache, as NAME_cache (the likelihood of what sampling with it draws)
+    cache: ContinuousCache | None = None
 
     def __init__(
         self,
@@ -156,23 +160,39 @@ class TokenLitModule(SequenceLitModule):
         self.save_hyperparameters()
         self.sampler = self.sampler_class(**net)
         self.net = self.sampler.net
+        for stage in ("val", "test"):
+            for name in self.metric_names:
+                self.pooled[f"{stage}_{name}_cache"] = MeanMetric().set_dtype(torch.float64)
 
     def forward(self, ids: torch.Tensor, labels: torch.Tensor | None = None, state=None):
         return self.net(ids, labels, state)
 
-    def token_nll(self, batch: dict, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """NLL in nats of every predicted token (B, T - 1), 0 at padding, and the mask of real targets."""
+    def token_nll(
+        self, batch: dict, labels: torch.Tensor | None = None, cache: ContinuousCache | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """NLL in nats of every predicted token (B, T - 1), 0 at padding, and the mask of real targets; under
+        the mixture with `cache` when given. (A net without labels ignores them.)"""
         ids = batch["sequences"].long()
         inputs, targets = ids[:, :-1], ids[:, 1:]
-        logits, _ = self(inputs, labels if labels is not None else batch.get("labels"))
+        features, _ = self.net.features(inputs, labels if labels is not None else batch.get("labels"))
+        logits = self.net.head(features)
         pad = self.sampler.codec.PAD
+        if cache is not None:
+            log_probs = cache.sequence_log_probs(logits, features, targets, pad)
+            nll = -log_probs.gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)
+            return nll.masked_fill(targets == pad, 0.0), targets != pad
         nll = F.cross_entropy(logits.transpose(1, 2).float(), targets, ignore_index=pad, reduction="none")
         return nll, targets != pad
 
     def loss_terms(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
         nll, real = self.token_nll(batch)
         nll_sum, count = nll.sum(), real.sum()
-        return nll_sum, count, self.extra_terms(nll_sum, count)
+        terms = self.extra_terms(nll_sum, count)
+        if self.cache is not None and not self.training:
+            cached_sum = self.token_nll(batch, cache=self.cache)[0].sum()
+            terms["loss_cache"] = (cached_sum, count)
+            terms |= {f"{name}_cache": term for name, term in self.extra_terms(cached_sum, count).items()}
+        return nll_sum, count, terms
 
     def extra_terms(self, nll_sum: torch.Tensor, count: torch.Tensor) -> dict:
         """Pooled metrics beside the loss, `{name: (numerator, denominator)}`."""

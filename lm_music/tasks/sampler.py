@@ -11,6 +11,7 @@ import inspect
 
 import torch
 
+from lm_music.cache import CachedNet, ContinuousCache
 from lm_music.decoding import categorical_draw, generate
 from lm_music.errors import UserError
 from lm_music.nets.token import TokenRNN, TokenTransformer
@@ -68,10 +69,12 @@ class TokenSampler(NetworkSampler):
         generator: torch.Generator | None = None,
         labels: torch.Tensor | None = None,
         grammar=None,
+        cache: ContinuousCache | None = None,
     ) -> list[list[int]]:
         """`num_samples` id lists drawn as one batch after `prime_ids`, up to `length` each, cut before the
         end id where the model ends the piece (the prime not included). `grammar` (an events `GrammarMask`)
-        masks the ids that cannot come next before each draw."""
+        masks the ids that cannot come next before each draw; `cache` draws from the net mixed with a
+        continuous cache over the sequence so far (`lm_music.cache`)."""
         prime = torch.as_tensor(prime_ids, device=self.device).long()
         draw = categorical_draw(temperature, top_k, top_p, generator)
         if grammar is not None:
@@ -82,8 +85,7 @@ class TokenSampler(NetworkSampler):
                 grammar.update(ids)
                 return ids
 
-        ids = generate(
-            lambda x, state: self.net(x, labels, state), prime[None].expand(num_samples, -1), length, draw
-        )
+        step = CachedNet(self.net, cache, labels) if cache else lambda x, state: self.net(x, labels, state)
+        ids = generate(step, prime[None].expand(num_samples, -1), length, draw)
         rows = ids.tolist()
         return [row[: row.index(self.codec.EOS)] if self.codec.EOS in row else row for row in rows]

@@ -11,6 +11,7 @@ import torch
 import lm_music.tasks.events.codec as events
 import lm_music.tasks.events.mirex as mirex
 from lm_music import midi
+from lm_music.cache import ContinuousCache
 from lm_music.errors import UserError
 from lm_music.io import atomic_path
 from lm_music.tasks.events.codec import EventCodec
@@ -41,14 +42,18 @@ class EventSampler(TokenSampler):
         top_p: float | None = None,
         generator: torch.Generator | None = None,
         grammar: bool = True,
+        cache: ContinuousCache | None = None,
     ) -> list[list[int]]:
         """`num_samples` id lists drawn as one batch: the prime's ids (the start id when none), then up to
         `length` drawn ids (fewer where the model ends the piece). Decode them with `codec.decode`. With
         `grammar`, each draw is kept to the ids MidiTok's grammar lets follow (`events.GrammarMask`; not for
-        a BPE vocabulary); without it, what the model draws is what it gives."""
+        a BPE vocabulary); without it, what the model draws is what it gives. `cache`: drawn through a
+        continuous cache (`lm_music.cache`), which can copy a section the piece has already played."""
         prime = list(prime_ids) if prime_ids is not None else [self.codec.BOS]
         mask = self.codec.grammar(prime, num_samples) if grammar else None
-        rows = self.draw_ids(prime, num_samples, length, temperature, top_k, top_p, generator, grammar=mask)
+        rows = self.draw_ids(
+            prime, num_samples, length, temperature, top_k, top_p, generator, grammar=mask, cache=cache
+        )
         return [prime + row for row in rows]
 
 
@@ -108,6 +113,7 @@ def draw(sampler: EventSampler, options, generator: torch.Generator) -> EventSam
         top_p=options.get("top_p"),
         generator=generator,
         grammar=options.get("grammar", True),
+        cache=ContinuousCache.from_options(options),
     )
     decoded = [codec.decode(row) for row in ids]
     scores, dropped = [score for score, _ in decoded], [n for _, n in decoded]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from lm_music.cache import ContinuousCache
 from lm_music.errors import UserError
 from lm_music.io import write_text_atomic
 from lm_music.tasks.lyrics.vocab import CharVocab
@@ -61,9 +62,11 @@ class LyricsSampler(TokenSampler):
         top_k: int | None = None,
         top_p: float | None = None,
         generator: torch.Generator | None = None,
+        cache: ContinuousCache | None = None,
     ) -> list[str]:
         """`num_samples` texts drawn as one batch: the prime, then up to `length` characters (fewer where the
-        model ends the song). `artists` (one per sample) is for conditional models only."""
+        model ends the song). `artists` (one per sample) is for conditional models only; `cache`: drawn
+        through a continuous cache (`lm_music.cache`)."""
         if artists is not None and not self.conditional:
             raise UserError("artist= was given, but this model is not conditioned on artists: leave it out")
         if self.conditional and artists is None:
@@ -74,7 +77,9 @@ class LyricsSampler(TokenSampler):
         if artists is not None:
             labels = torch.tensor(self.artist_ids(artists), device=self.device)
         prime_ids = self.vocab.encode(prime, bos=True).tolist()
-        rows = self.draw_ids(prime_ids, num_samples, length, temperature, top_k, top_p, generator, labels)
+        rows = self.draw_ids(
+            prime_ids, num_samples, length, temperature, top_k, top_p, generator, labels, cache=cache
+        )
         return [prime + self.vocab.decode(row) for row in rows]
 
 
@@ -110,6 +115,7 @@ def draw(sampler: LyricsSampler, options, generator: torch.Generator) -> TextSam
         top_k=options.get("top_k"),
         top_p=options.get("top_p"),
         generator=generator,
+        cache=ContinuousCache.from_options(options),
     )
     return TextSamples(texts, artists)
 

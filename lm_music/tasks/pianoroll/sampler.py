@@ -100,6 +100,7 @@ def draw(sampler: PianoRollSampler, options, generator: torch.Generator) -> Roll
     """`options`: the sample options' keys (prime_midi, prime_frames, tempo, velocity, audio, ...)."""
     grid = {"frames_per_beat": sampler.frames_per_beat, "fs": sampler.fs}
     refuse_option("prime_json", options, "event-token (e.g. pretrained=pop909)")
+    refuse_option("cache_lambda", options, "token (lyrics and event-token)")
     prime = None
     if options.get("prime_midi"):
         if not Path(options.prime_midi).is_file():
