@@ -69,9 +69,8 @@ def score(model, loader, grid: list[tuple[float, float]]) -> dict:
         )
         totals[None] += float(plain)
         for theta, lam in grid:
-            log_probs = ContinuousCache(lam, theta).sequence_log_probs(logits, features, targets, pad)
-            nll = -log_probs.gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)
-            totals[(theta, lam)] += float(nll[real].sum())
+            nll = ContinuousCache(lam, theta).sequence_nll(logits, features, targets, pad)
+            totals[(theta, lam)] += float(nll.sum())
     return {"totals": totals, "count": count}
 
 

@@ -33,8 +33,7 @@ def line_costs(sampler, song: str, cache=None) -> list[tuple[bool, np.ndarray]]:
         features, _ = sampler.net.features(ids[:, :-1])
         logits = sampler.net.head(features)
         if cache is not None:
-            log_probs = cache.sequence_log_probs(logits, features, ids[:, 1:], sampler.vocab.PAD)
-            nats = -log_probs[0].gather(-1, ids[0, 1:, None])[:, 0]
+            nats = cache.sequence_nll(logits, features, ids[:, 1:], sampler.vocab.PAD)[0]
         else:
             nats = F.cross_entropy(logits[0].float(), ids[0, 1:], reduction="none")
         bits = nats.numpy() / np.log(2)

@@ -29,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import hardware  # noqa: E402
 
+from lm_music.cache import ContinuousCache  # noqa: E402
 from lm_music.checkpoints import load_checkpoint, module_from_checkpoint  # noqa: E402
 from lm_music.tasks.lyrics.datamodule import read_lyrics_csv  # noqa: E402
 from lm_music.tasks.lyrics.lit_module import LyricsLitModule  # noqa: E402
@@ -54,15 +55,17 @@ def seconds(fn) -> float:
     return time.perf_counter() - start
 
 
-def measure(task: str, module, num: int, length: int, args) -> dict:
+def measure(task: str, module, num: int, length: int, args, cache=None) -> dict:
     generator = torch.Generator().manual_seed(0)
+    draw = {"cache": cache} if cache else {}
     with torch.backends.mkldnn.flags(enabled=not args.no_mkldnn):
-        module.sample(2, 8, generator=generator)  # warm-up
+        module.sample(2, 8, generator=generator, **draw)  # warm-up
         batched, looped = [], []
         for _ in range(args.repeats):
-            batched.append(seconds(lambda: module.sample(num, length, generator=generator)))
+            batched.append(seconds(lambda: module.sample(num, length, generator=generator, **draw)))
             singles = [
-                seconds(lambda: module.sample(1, length, generator=generator)) for _ in range(args.singles)
+                seconds(lambda: module.sample(1, length, generator=generator, **draw))
+                for _ in range(args.singles)
             ]
             looped.append(num * statistics.mean(singles))  # `num` samples one at a time
     med = statistics.median
@@ -73,6 +76,7 @@ def measure(task: str, module, num: int, length: int, args) -> dict:
         "samples": num,
         "length": length,
         "mkldnn": not args.no_mkldnn,
+        "cache": cache.as_options() if cache else None,
         "batched_per_s": round(num * length / med(batched)),
         "one_at_a_time_per_s": round(num * length / med(looped)),
         "speedup": round(med(loop / batch for loop, batch in zip(looped, batched)), 2),
@@ -97,12 +101,21 @@ def main() -> None:
     parser.add_argument("--singles", type=int, default=4, help="batch-1 samples timed per repeat")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-mkldnn", action="store_true", help="sample with oneDNN off (native LSTM)")
+    parser.add_argument(
+        "--cache-lambda", type=float, default=0.0, help="lyrics also with this cache (theta 0.3)"
+    )
     parser.add_argument("--lyrics-ckpt")
     parser.add_argument("--music-ckpt")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     scale = 4 if args.quick else 1
-    print(json.dumps(measure("lyrics", model("lyrics", args.lyrics_ckpt), 64, 1000 // scale, args)))
+    lyrics = model("lyrics", args.lyrics_ckpt)
+    plain = measure("lyrics", lyrics, 64, 1000 // scale, args)
+    print(json.dumps(plain))
+    if args.cache_lambda:
+        cached = measure("lyrics", lyrics, 64, 1000 // scale, args, ContinuousCache(args.cache_lambda, 0.3))
+        cached["time_against_no_cache"] = round(cached["batched_seconds"] / plain["batched_seconds"], 2)
+        print(json.dumps(cached))
     print(json.dumps(measure("music", model("music", args.music_ckpt), 16, 512 // scale, args)))
 
 

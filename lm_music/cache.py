@@ -50,23 +50,12 @@ class ContinuousCache:
     def as_options(self) -> dict:
         return {"cache_lambda": self.lam, "cache_theta": self.theta, "cache_window": self.window}
 
-    def log_probs(
-        self,
-        logits: torch.Tensor,
-        queries: torch.Tensor,
-        keys: torch.Tensor,
-        key_ids: torch.Tensor,
-        key_real: torch.Tensor,
-        offset: int,
-    ) -> torch.Tensor:
-        """Log-probabilities (B, T, V) of the mixture at T positions, from the net's `logits` (B, T, V) and
-        features `queries` (B, T, H) there, over `keys` (B, N, H): the features of earlier positions, each
-        followed by `key_ids` (B, N), used where `key_real` (B, N). Query t sits at position `offset + t` of
-        the keys' sequence and sees the keys i < offset + t (within the window). A position with no key is the
-        model's own distribution."""
-        model = logits.float().log_softmax(-1)
-        if keys.shape[1] == 0:
-            return model
+    def weights(
+        self, queries: torch.Tensor, keys: torch.Tensor, key_real: torch.Tensor, offset: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cache's attention (B, T, N) from T queries (B, T, H) over N keys (B, N, H), used where `key_real`
+        (B, N), and whether each query sees any key (B, T, 1). Query t sits at position `offset + t` of the keys'
+        sequence and sees the keys i < offset + t (within the window)."""
         position = offset + torch.arange(queries.shape[1], device=keys.device)[:, None]
         key_position = torch.arange(keys.shape[1], device=keys.device)[None]
         visible = key_position < position
@@ -75,32 +64,50 @@ class ContinuousCache:
         visible = visible[None] & key_real[:, None, :]
         scores = self.theta * torch.einsum("bth,bnh->btn", queries.float(), keys.float())
         weights = scores.masked_fill(~visible, float("-inf")).softmax(-1).nan_to_num(0.0)
-        one_hot = torch.zeros(*key_ids.shape, logits.shape[-1], device=keys.device)
-        one_hot.scatter_(-1, key_ids.long()[..., None].clamp(min=0), 1.0)
-        pointed = torch.bmm(weights, one_hot)  # (B, T, V): where the cache points, 0 where it sees nothing
-        seen = visible.any(-1, keepdim=True)
-        lam = torch.where(seen, self.lam, 0.0)
-        return torch.log((1 - lam) * model.exp() + lam * pointed).clamp(min=-1e4)
+        return weights, visible.any(-1, keepdim=True)
 
-    def sequence_log_probs(
+    def mix(self, model: torch.Tensor, pointed: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+        """log((1 - lambda) p_model + lambda p_cache) from the model's probabilities and the cache's; the model
+        alone where the cache has seen nothing."""
+        lam = torch.where(seen, self.lam, 0.0)
+        return torch.log((1 - lam) * model + lam * pointed).clamp(min=-1e4)
+
+    def log_probs(
+        self,
+        logits: torch.Tensor,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        key_ids: torch.Tensor,
+        offset: int,
+    ) -> torch.Tensor:
+        """Log-probabilities (B, T, V) of the mixture at T positions (sampling), from the net's `logits`
+        (B, T, V) and features `queries` (B, T, H) there, over `keys` (B, N, H): the features of earlier
+        positions, each followed by `key_ids` (B, N)."""
+        model = logits.float().softmax(-1)
+        if keys.shape[1] == 0:
+            return model.log()
+        weights, seen = self.weights(queries, keys, torch.ones_like(key_ids, dtype=torch.bool), offset)
+        one_hot = torch.zeros(*key_ids.shape, logits.shape[-1], device=keys.device)
+        one_hot.scatter_(-1, key_ids.long()[..., None], 1.0)
+        return self.mix(model, torch.bmm(weights, one_hot), seen)
+
+    def sequence_nll(
         self, logits: torch.Tensor, features: torch.Tensor, targets: torch.Tensor, pad: int
     ) -> torch.Tensor:
-        """Log-probabilities (B, T, V) of the mixture over whole sequences read at once: position t's keys are
-        the features of positions i < t, each followed by `targets[:, i]` (padding never a key). Queries go in
-        blocks, so that a long song needs memory for a block's scores, not the whole square."""
-        block = 512
-        parts = [
-            self.log_probs(
-                logits[:, start : start + block],
-                features[:, start : start + block],
-                features[:, : start + block],
-                targets[:, : start + block],
-                targets[:, : start + block] != pad,
-                start,
-            )
-            for start in range(0, logits.shape[1], block)
-        ]
-        return torch.cat(parts, dim=1)
+        """NLL in nats (B, T) of each target of whole sequences read at once (scoring), 0 at padding: position
+        t's keys are the features of positions i < t, each followed by `targets[:, i]` (padding never a key).
+        Queries go in blocks, so that a long piece needs memory for a block's scores, not the whole square; only
+        the targets' probabilities are formed, not the vocabulary's."""
+        block, parts = 512, []
+        model = logits.float().softmax(-1).gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)
+        for start in range(0, logits.shape[1], block):
+            end = start + block
+            keys, key_ids = features[:, :end], targets[:, :end]
+            weights, seen = self.weights(features[:, start:end], keys, key_ids != pad, start)
+            match = key_ids[:, None, :] == targets[:, start:end, None]
+            pointed = (weights * match).sum(-1)
+            parts.append(-self.mix(model[:, start:end], pointed, seen[..., 0]))
+        return torch.cat(parts, dim=1).masked_fill(targets == pad, 0.0)
 
 
 class CachedNet:
@@ -119,8 +126,7 @@ class CachedNet:
         offset = memory.size - ids.shape[1]  # the first new position
         first = max(0, offset - self.cache.window) if self.cache.window else 0  # the earliest key it sees
         keys, key_ids = memory.keys[:, first : memory.size - 1], memory.ids[:, first + 1 : memory.size]
-        real = torch.ones_like(key_ids, dtype=torch.bool)
-        log_probs = self.cache.log_probs(logits, features, keys, key_ids, real, offset - first)
+        log_probs = self.cache.log_probs(logits, features, keys, key_ids, offset - first)
         return log_probs, (net_state, memory)
 
 

@@ -10,6 +10,7 @@ so reading a folder runs no code from it.
 
 import json
 import math
+import shlex
 import shutil
 import subprocess
 import sys
@@ -112,12 +113,19 @@ def _score(folder: Path, config: dict, facts: dict) -> dict:
             "score=true needs the run's .hydra/config.yaml and overrides.yaml beside checkpoints/ to find its data"
         )
     write_text_atomic(folder / CONFIG, json.dumps({**config, "summary": ""}, indent=2) + "\n")
+    return _test_metrics(folder, facts["overrides"], config.get("decoding") or {})
+
+
+def _test_metrics(folder: Path, overrides: list[str], decoding: dict) -> dict:
+    """`train.py train=false` on the exported folder with the training run's overrides: its test metrics, and
+    under the continuous cache of its decoding defaults too where it has one (`test/NAME_cache`)."""
     scoring = folder.parent / f".{folder.name}.scoring"
     command = [
         sys.executable,
         str(Path(__file__).parent.parent / "train.py"),
         # a fine-tuned run's init_from is where its training began: the weights to score are ckpt_path's
-        *(o for o in facts["overrides"] if o.split("=", 1)[0].lstrip("+~") != "init_from"),
+        *(o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "init_from"),
+        *(f"{k}={v if v is not None else 'null'}" for k, v in decoding.items() if k in CACHE_OPTIONS),
         "train=false",
         f"ckpt_path={folder.resolve()}",
         "logger=csv",
@@ -133,10 +141,26 @@ def _score(folder: Path, config: dict, facts: dict) -> dict:
     return {k: v for k, v in metrics.items() if k.startswith("test/")}
 
 
+def _rescored(folder: Path, config: dict, data: dict) -> dict | None:
+    """The test metrics of an exported folder scored again from its training command, at the given data path
+    (a card's metrics gain the cache's figures when its decoding defaults gain a cache); None when the folder
+    has no training command or no data path is given."""
+    words = shlex.split(config.get("training_command") or "")
+    if not words or not data.get("path") or Path(words[min(1, len(words) - 1)]).name != "train.py":
+        return None
+    overrides = [w for w in words[2:] if not w.startswith("data.path=")] + [f"data.path={data['path']}"]
+    dtype = config.get("dtype", "float32")
+    return {
+        **_test_metrics(folder, overrides, config.get("decoding") or {}),
+        "measured_on": f"these {dtype} weights",
+    }
+
+
 def rejudge(folder: str | Path, data: dict, decoding: dict | None = None) -> list[Path]:
     """Judge an exported folder's samples anew and write its card again (a folder exported before cards had
     a "Samples" section, or after the evaluator changed); `data`: where its data is (`path`, `source`);
-    `decoding`: new decoding defaults (temperature, top_p) that sample.py and the card then use."""
+    `decoding`: new decoding defaults (temperature, top_p, the cache's) that sample.py and the card then use;
+    new cache settings re-score the test split too (from the training command, at `data`'s path)."""
     folder = Path(folder)
     checkpoint = load_checkpoint(folder)
     if "exported" not in checkpoint:
@@ -149,6 +173,11 @@ def rejudge(folder: str | Path, data: dict, decoding: dict | None = None) -> lis
     if kept := {k: v for k, v in settings.items() if k not in MACHINE_DATA_KEYS}:
         config["data"] = kept
     write_text_atomic(folder / CONFIG, json.dumps(config, indent=2) + "\n")  # the evaluator reads its data
+    if any(k in CACHE_OPTIONS for k in decoding or {}) and (metrics := _rescored(folder, config, data)):
+        config["metrics"] = metrics
+        config["summary"] = summary(
+            config["task"], config["hyper_parameters"], config["parameters"], config["dataset"], metrics
+        )
     config["samples"] = _judge_samples(folder, settings)
     write_text_atomic(folder / CONFIG, json.dumps(config, indent=2) + "\n")
     dataset = next((d for d in DATASETS.values() if d["name"] == config.get("dataset")), None)
@@ -224,7 +253,7 @@ def main(argv: list[str]) -> None:
         "usage: python -m lm_music.export ckpt_path=RUN/checkpoints/best.ckpt out_dir=DIR "
         "[dtype=float32|float16|bfloat16] [score=false|true] [name=NAME], or "
         "python -m lm_music.export card=EXPORTED_FOLDER [data.path=... data.source=...] "
-        "[decoding.temperature=T decoding.top_p=P]"
+        "[decoding.temperature=T decoding.top_p=P decoding.cache_lambda=L decoding.cache_theta=TH]"
     )
     known = (
         {"card", "data", "decoding"} if "card" in args else {"ckpt_path", "out_dir", "dtype", "score", "name"}

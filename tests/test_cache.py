@@ -52,15 +52,17 @@ def test_token_by_token_is_the_sequence_read_at_once(arch, window):
     inputs, targets, labels = ids[:, :-1], ids[:, 1:], torch.tensor([0, 1, 1])
     with torch.no_grad():
         features, _ = net.features(inputs, labels)
-        whole = cache.sequence_log_probs(net.head(features), features, targets, PAD)
+        whole = cache.sequence_nll(net.head(features), features, targets, PAD)
         step = CachedNet(net, cache, labels)
         parts, state = [], None
         for chunk in (inputs[:, :5], *inputs[:, 5:].split(1, dim=1)):
             log_probs, state = step(chunk, state)
             parts.append(log_probs)
-    torch.testing.assert_close(torch.cat(parts, 1), whole, atol=1e-4, rtol=1e-4)
-    assert torch.allclose(whole.exp().sum(-1), torch.ones(3, 39), atol=1e-5)  # normalised at every position
-    assert not torch.allclose(whole, net.head(features).log_softmax(-1), atol=1e-3)  # and not the model alone
+    stepped = torch.cat(parts, 1)
+    torch.testing.assert_close(-stepped.gather(-1, targets[..., None])[..., 0], whole, atol=1e-4, rtol=1e-4)
+    assert torch.allclose(stepped.exp().sum(-1), torch.ones(3, 39), atol=1e-5)  # normalised at every position
+    plain = -net.head(features).log_softmax(-1).gather(-1, targets[..., None])[..., 0]
+    assert not torch.allclose(whole, plain, atol=1e-3)  # and not the model alone
 
 
 def test_the_cache_makes_a_repeat_cheaper_and_leaves_the_first_token_to_the_model():
@@ -72,8 +74,7 @@ def test_the_cache_makes_a_repeat_cheaper_and_leaves_the_first_token_to_the_mode
         logits = net.head(features)
         targets = ids[:, 1:]
         plain = -logits.log_softmax(-1).gather(-1, targets[..., None]).squeeze(-1)
-        cached = -ContinuousCache(0.5, theta=50.0).sequence_log_probs(logits, features, targets, PAD)
-        cached = cached.gather(-1, targets[..., None]).squeeze(-1)
+        cached = ContinuousCache(0.5, theta=50.0).sequence_nll(logits, features, targets, PAD)
     assert torch.allclose(cached[:, 0], plain[:, 0])  # nothing seen yet: the model alone
     # the second and third time through, each token costs -log((1 - 0.5) / 20 + 0.5) nats, not log(20)
     torch.testing.assert_close(
@@ -90,9 +91,10 @@ def test_padding_is_never_a_key():
     with torch.no_grad():
         features, _ = net.features(padded[:, :-1])
         logits = net.head(features)
-        short = cache.sequence_log_probs(logits[:, :9], features[:, :9], ids[:, 1:], PAD)
-        long = cache.sequence_log_probs(logits, features, padded[:, 1:], PAD)
+        short = cache.sequence_nll(logits[:, :9], features[:, :9], ids[:, 1:], PAD)
+        long = cache.sequence_nll(logits, features, padded[:, 1:], PAD)
     torch.testing.assert_close(long[:, :9], short)
+    assert not long[:, 9:].any()
 
 
 def test_sampling_with_the_cache_repeats_what_it_has_seen():

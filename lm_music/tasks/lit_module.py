@@ -178,9 +178,7 @@ class TokenLitModule(SequenceLitModule):
         logits = self.net.head(features)
         pad = self.sampler.codec.PAD
         if cache is not None:
-            log_probs = cache.sequence_log_probs(logits, features, targets, pad)
-            nll = -log_probs.gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)
-            return nll.masked_fill(targets == pad, 0.0), targets != pad
+            return cache.sequence_nll(logits, features, targets, pad), targets != pad
         nll = F.cross_entropy(logits.transpose(1, 2).float(), targets, ignore_index=pad, reduction="none")
         return nll, targets != pad
 

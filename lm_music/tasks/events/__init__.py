@@ -29,9 +29,17 @@ TASK = Task(
     card_length=1024,
     card_tags=("symbolic-music", "music-generation", "midi", "miditok"),
     hub_task="music-generation",
-    metrics=("test/nll_token", "test/bits_per_note", "test/nats_per_second"),
+    metrics=(
+        "test/nll_token",
+        "test/bits_per_note",
+        "test/nats_per_second",
+        "test/nll_token_cache",
+        "test/bits_per_note_cache",
+    ),
     metrics_note="`nll_token`: nats per token of the test pieces (comparable only between models of the "
     "same tokenizer); `bits_per_note`: their total NLL in bits over their number of notes, and "
-    "`nats_per_second`: over their seconds of music (both comparable across tokenizers).",
+    "`nats_per_second`: over their seconds of music (both comparable across tokenizers); `_cache`: the same "
+    "through the continuous cache of the model's decoding defaults (`lm_music/cache.py`), the distribution "
+    "sample.py draws from.",
     page_controls=("prime_midi", "top_k", "top_p"),
 )
