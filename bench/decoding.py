@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--top-p", type=float, nargs="+", help="instead of the model's grid (0: off)")
     parser.add_argument("--cache-lambdas", type=float, nargs="+", default=[0.0], help="token models (0: off)")
     parser.add_argument("--cache-theta", type=float, default=0.3)
+    parser.add_argument("--rhyme-candidates", type=int, nargs="+", default=[1], help="lyrics (1: off)")
     args = parser.parse_args()
     lines = []
     for model in args.models.split(","):
@@ -74,8 +75,9 @@ def main() -> None:
             [p or None for p in args.top_p] if args.top_p else TOP_P.get(model, [None]),
             args.temperatures or TEMPERATURES.get(model, ROLL_TEMPERATURES),
             args.cache_lambdas,
+            args.rhyme_candidates,
         )
-        for top_p, temperature, cache_lambda in grid:
+        for top_p, temperature, cache_lambda, rhyme_candidates in grid:
             overrides = [
                 f"temperature={temperature}",
                 f"top_p={top_p or 'null'}",
@@ -85,6 +87,9 @@ def main() -> None:
             if cache_lambda:
                 overrides.append(f"cache_theta={args.cache_theta}")
                 row |= {"cache_lambda": cache_lambda, "cache_theta": args.cache_theta}
+            if rhyme_candidates != 1:
+                overrides.append(f"rhyme_candidates={rhyme_candidates}")
+                row["rhyme_candidates"] = rhyme_candidates
             row |= judge(model, overrides, args.threads)
             lines.append(row)
             print(json.dumps(row), flush=True)
@@ -92,7 +97,8 @@ def main() -> None:
                 best = row
         choice = {"benchmark": "decoding_choice", "model": model, "date": str(date.today()), **hardware()}
         choice |= {
-            k: best.get(k) for k in ("temperature", "top_p", "cache_lambda", "cache_theta", "position")
+            k: best.get(k)
+            for k in ("temperature", "top_p", "cache_lambda", "cache_theta", "rhyme_candidates", "position")
         }
         lines.append(choice)
         print(json.dumps(choice), flush=True)

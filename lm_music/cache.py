@@ -138,6 +138,14 @@ class Memory:
         self.keys = self.ids = None
         self.size = 0
 
+    def repeat(self, rows: int) -> "Memory":
+        """This memory of one sequence as `rows` copies that then grow apart."""
+        copy = Memory()
+        if self.keys is not None:
+            copy.keys, copy.ids = self.keys.repeat(rows, 1, 1), self.ids.repeat(rows, 1)
+        copy.size = self.size
+        return copy
+
     def append(self, features: torch.Tensor, ids: torch.Tensor) -> "Memory":
         new = features.shape[1]
         if self.keys is None or self.size + new > self.keys.shape[1]:

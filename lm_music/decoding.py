@@ -5,6 +5,9 @@ from collections.abc import Callable
 
 import torch
 
+from lm_music.cache import Memory
+from lm_music.nets.transformer import KVCache
+
 StepFn = Callable[[torch.Tensor, object], tuple[torch.Tensor, object]]
 
 
@@ -32,6 +35,23 @@ def generate(
                 if i + 1 < length:
                     logits, state = step(token[:, None], state)
     return torch.stack(drawn, dim=1)
+
+
+def repeat_rows(state, rows: int):
+    """A one-sequence state (an RNN's (h, c) or h, a Transformer's `KVCache`, the continuous cache's `Memory`, or
+    a tuple of them) as `rows` identical sequences, each free to go its own way: drawing candidates from one
+    point of a sample."""
+    if state is None:
+        return None
+    if isinstance(state, KVCache):
+        return KVCache(
+            state.position, [(k.repeat(rows, 1, 1, 1), v.repeat(rows, 1, 1, 1)) for k, v in state.layers]
+        )
+    if isinstance(state, Memory):
+        return state.repeat(rows)
+    if isinstance(state, torch.Tensor):  # an RNN's (layers, batch, hidden)
+        return state.repeat(1, rows, 1)
+    return tuple(repeat_rows(part, rows) for part in state)
 
 
 def categorical_draw(

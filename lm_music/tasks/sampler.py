@@ -58,6 +58,10 @@ class TokenSampler(NetworkSampler):
         """The token model over this codec's vocabulary (`num_labels`: artists of a conditional model)."""
         return network(TOKEN_ARCHS, arch, vocab_size=len(self.codec), num_labels=num_labels, **sizes)
 
+    def step(self, labels: torch.Tensor | None = None, cache: ContinuousCache | None = None):
+        """`decoding.generate`'s step: the net (under `labels`), through the continuous cache when given."""
+        return CachedNet(self.net, cache, labels) if cache else lambda x, state: self.net(x, labels, state)
+
     def draw_ids(
         self,
         prime_ids: list[int],
@@ -68,24 +72,24 @@ class TokenSampler(NetworkSampler):
         top_p: float | None = None,
         generator: torch.Generator | None = None,
         labels: torch.Tensor | None = None,
-        grammar=None,
+        processor=None,
         cache: ContinuousCache | None = None,
     ) -> list[list[int]]:
         """`num_samples` id lists drawn as one batch after `prime_ids`, up to `length` each, cut before the
-        end id where the model ends the piece (the prime not included). `grammar` (an events `GrammarMask`)
-        masks the ids that cannot come next before each draw; `cache` draws from the net mixed with a
-        continuous cache over the sequence so far (`lm_music.cache`)."""
+        end id where the model ends the piece (the prime not included). `processor` reweights the logits before
+        each draw (`processor.mask(logits)`) and sees each draw (`processor.update(ids)`), as the events'
+        `GrammarMask` masks the ids that cannot come next; `cache` draws from the net mixed with a continuous
+        cache over the sequence so far (`lm_music.cache`)."""
         prime = torch.as_tensor(prime_ids, device=self.device).long()
         draw = categorical_draw(temperature, top_k, top_p, generator)
-        if grammar is not None:
+        if processor is not None:
             unmasked = draw
 
             def draw(logits: torch.Tensor) -> torch.Tensor:
-                ids = unmasked(grammar.mask(logits))
-                grammar.update(ids)
+                ids = unmasked(processor.mask(logits))
+                processor.update(ids)
                 return ids
 
-        step = CachedNet(self.net, cache, labels) if cache else lambda x, state: self.net(x, labels, state)
-        ids = generate(step, prime[None].expand(num_samples, -1), length, draw)
+        ids = generate(self.step(labels, cache), prime[None].expand(num_samples, -1), length, draw)
         rows = ids.tolist()
         return [row[: row.index(self.codec.EOS)] if self.codec.EOS in row else row for row in rows]

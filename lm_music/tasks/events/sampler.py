@@ -16,7 +16,7 @@ from lm_music.errors import UserError
 from lm_music.io import atomic_path
 from lm_music.tasks.events.codec import EventCodec
 from lm_music.tasks.sampler import TokenSampler
-from lm_music.tasks.task import architecture
+from lm_music.tasks.task import architecture, refuse_option
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class EventSampler(TokenSampler):
         prime = list(prime_ids) if prime_ids is not None else [self.codec.BOS]
         mask = self.codec.grammar(prime, num_samples) if grammar else None
         rows = self.draw_ids(
-            prime, num_samples, length, temperature, top_k, top_p, generator, grammar=mask, cache=cache
+            prime, num_samples, length, temperature, top_k, top_p, generator, processor=mask, cache=cache
         )
         return [prime + row for row in rows]
 
@@ -96,6 +96,7 @@ def draw(sampler: EventSampler, options, generator: torch.Generator) -> EventSam
     """`options`: the sample options' keys (prime_midi or prime_json, prime_tokens, top_k, top_p, audio, ...)."""
     codec = sampler.codec
     prime = None
+    refuse_option("rhyme_candidates", options, "lyrics")
     if options.get("prime_json") and options.get("prime_midi"):
         raise UserError("give prime_midi or prime_json, not both")
     if options.get("prime_midi"):

@@ -10,6 +10,7 @@ import torch
 from lm_music.cache import ContinuousCache
 from lm_music.errors import UserError
 from lm_music.io import write_text_atomic
+from lm_music.tasks.lyrics.rhyme import draw_rhymed
 from lm_music.tasks.lyrics.vocab import CharVocab
 from lm_music.tasks.sampler import TokenSampler
 from lm_music.tasks.task import architecture, refuse_option
@@ -63,10 +64,12 @@ class LyricsSampler(TokenSampler):
         top_p: float | None = None,
         generator: torch.Generator | None = None,
         cache: ContinuousCache | None = None,
+        rhyme_candidates: int | None = None,
     ) -> list[str]:
         """`num_samples` texts drawn as one batch: the prime, then up to `length` characters (fewer where the
         model ends the song). `artists` (one per sample) is for conditional models only; `cache`: drawn
-        through a continuous cache (`lm_music.cache`)."""
+        through a continuous cache (`lm_music.cache`); `rhyme_candidates` (1 or None: off): each line
+        drawn so many times, one that rhymes kept (`rhyme.draw_rhymed`; the samples one after another)."""
         if artists is not None and not self.conditional:
             raise UserError("artist= was given, but this model is not conditioned on artists: leave it out")
         if self.conditional and artists is None:
@@ -77,6 +80,22 @@ class LyricsSampler(TokenSampler):
         if artists is not None:
             labels = torch.tensor(self.artist_ids(artists), device=self.device)
         prime_ids = self.vocab.encode(prime, bos=True).tolist()
+        if rhyme_candidates is not None and rhyme_candidates != 1:
+            return [
+                draw_rhymed(
+                    self,
+                    prime,
+                    length,
+                    rhyme_candidates,
+                    temperature,
+                    top_k,
+                    top_p,
+                    generator,
+                    None if labels is None else int(labels[i]),
+                    cache,
+                )
+                for i in range(num_samples)
+            ]
         rows = self.draw_ids(
             prime_ids, num_samples, length, temperature, top_k, top_p, generator, labels, cache=cache
         )
@@ -116,6 +135,7 @@ def draw(sampler: LyricsSampler, options, generator: torch.Generator) -> TextSam
         top_p=options.get("top_p"),
         generator=generator,
         cache=ContinuousCache.from_options(options),
+        rhyme_candidates=options.get("rhyme_candidates"),
     )
     return TextSamples(texts, artists)
 

@@ -101,6 +101,7 @@ def draw(sampler: PianoRollSampler, options, generator: torch.Generator) -> Roll
     grid = {"frames_per_beat": sampler.frames_per_beat, "fs": sampler.fs}
     refuse_option("prime_json", options, "event-token (e.g. pretrained=pop909)")
     refuse_option("cache_lambda", options, "token (lyrics and event-token)")
+    refuse_option("rhyme_candidates", options, "lyrics")
     prime = None
     if options.get("prime_midi"):
         if not Path(options.prime_midi).is_file():
