@@ -121,7 +121,7 @@ class Transformer(nn.Module):
 
     `attention_dropout` (None: `dropout`) drops attention weights in training. Any value above 0 sends
     `scaled_dot_product_attention` on CPU to its unfused kernel: at 1,024 positions a training step is about
-    5x slower than with 0 (BENCHMARKS.md), so long-context models train with 0 and keep the other dropouts."""
+    3-5x slower than with 0 (bench/attention_dropout.py), so long-context models train with 0 and keep the other dropouts."""
 
     def __init__(
         self,
