@@ -120,8 +120,9 @@ class Transformer(nn.Module):
     """Pre-LN blocks over embedded inputs (B, T, d_model) -> features (B, T, d_model), with the cache as state.
 
     `attention_dropout` (None: `dropout`) drops attention weights in training. Any value above 0 sends
-    `scaled_dot_product_attention` on CPU to its unfused kernel: at 1,024 positions a training step is about
-    3-5x slower than with 0 (bench/attention_dropout.py), so long-context models train with 0 and keep the other dropouts."""
+    `scaled_dot_product_attention` on CPU to its unfused kernel: at 1,024 positions a training step is 3-5x
+    slower than with 0 (bench/attention_dropout.py), so long-context models train with 0 and keep the other
+    dropouts."""
 
     def __init__(
         self,
