@@ -56,13 +56,17 @@ class ContinuousCache:
         """The cache's attention (B, T, N) from T queries (B, T, H) over N keys (B, N, H), used where `key_real`
         (B, N), and whether each query sees any key (B, T, 1). Query t sits at position `offset + t` of the keys'
         sequence and sees the keys i < offset + t (within the window)."""
+        scores = self.theta * torch.bmm(queries.float(), keys.float().transpose(1, 2))
+        everything = offset == keys.shape[1] and (self.window is None or offset <= self.window)
+        if queries.shape[1] == 1 and everything and bool(key_real.all()):
+            # a sampling step that sees every key (the common case, without the masks' cost)
+            return scores.softmax(-1), torch.ones_like(scores[..., :1], dtype=torch.bool)
         position = offset + torch.arange(queries.shape[1], device=keys.device)[:, None]
         key_position = torch.arange(keys.shape[1], device=keys.device)[None]
         visible = key_position < position
         if self.window is not None:
             visible &= key_position >= position - self.window
         visible = visible[None] & key_real[:, None, :]
-        scores = self.theta * torch.einsum("bth,bnh->btn", queries.float(), keys.float())
         weights = scores.masked_fill(~visible, float("-inf")).softmax(-1).nan_to_num(0.0)
         return weights, visible.any(-1, keepdim=True)
 
@@ -87,9 +91,9 @@ class ContinuousCache:
         if keys.shape[1] == 0:
             return model.log()
         weights, seen = self.weights(queries, keys, torch.ones_like(key_ids, dtype=torch.bool), offset)
-        one_hot = torch.zeros(*key_ids.shape, logits.shape[-1], device=keys.device)
-        one_hot.scatter_(-1, key_ids.long()[..., None], 1.0)
-        return self.mix(model, torch.bmm(weights, one_hot), seen)
+        index = key_ids.long()[:, None, :].expand(-1, weights.shape[1], -1)
+        pointed = torch.zeros_like(model).scatter_add_(-1, index, weights)  # each key's weight on its next id
+        return self.mix(model, pointed, seen)
 
     def sequence_nll(
         self, logits: torch.Tensor, features: torch.Tensor, targets: torch.Tensor, pad: int
