@@ -43,11 +43,17 @@ TOP_P = {"pop909": [None, 0.95]}
 ROLL_TEMPERATURES = [0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2]
 
 
-def judge(model: str, overrides: list[str], threads: int) -> dict:
+def judge(model: str, overrides: list[str], threads: int, seed: int = 0) -> dict:
     from lm_music.evaluate import evaluate, options
 
     with tempfile.TemporaryDirectory() as out:
-        args = [f"pretrained={model}", "num_samples=64", "seed=0", "reference=valid", f"threads={threads}"]
+        args = [
+            f"pretrained={model}",
+            "num_samples=64",
+            f"seed={seed}",
+            "reference=valid",
+            f"threads={threads}",
+        ]
         result = evaluate(options([*args, *MODELS[model], *overrides, f"out_dir={out}"]))
     means = {name: round(float(np.nanmean(v)), 4) for name, v in result["features"]["samples"].items()}
     return {
@@ -61,6 +67,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="of the 64 samples (a second seed shows the noise)"
+    )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--temperatures", type=float, nargs="+", help="instead of the model's grid")
     parser.add_argument("--top-p", type=float, nargs="+", help="instead of the model's grid (0: off)")
@@ -84,13 +93,14 @@ def main() -> None:
                 f"cache_lambda={cache_lambda}",
             ]
             row = {"benchmark": "decoding", "model": model, "temperature": temperature, "top_p": top_p}
+            row |= {"seed": args.seed} if args.seed else {}
             if cache_lambda:
                 overrides.append(f"cache_theta={args.cache_theta}")
                 row |= {"cache_lambda": cache_lambda, "cache_theta": args.cache_theta}
             if rhyme_candidates != 1:
                 overrides.append(f"rhyme_candidates={rhyme_candidates}")
                 row["rhyme_candidates"] = rhyme_candidates
-            row |= judge(model, overrides, args.threads)
+            row |= judge(model, overrides, args.threads, args.seed)
             lines.append(row)
             print(json.dumps(row), flush=True)
             if best is None or row["position"] > best["position"]:
