@@ -189,7 +189,7 @@ def rejudge(folder: str | Path, data: dict, decoding: dict | None = None) -> lis
 
 
 def check_decoding(decoding: dict) -> None:
-    known = ("temperature", "top_p", *CACHE_OPTIONS)
+    known = ("temperature", "top_p", *CACHE_OPTIONS, "rhyme_candidates")
     unknown = set(decoding) - set(known)
     if unknown:
         raise UserError(f"decoding takes {', '.join(known)}, not {', '.join(sorted(unknown))}")
@@ -199,6 +199,9 @@ def check_decoding(decoding: dict) -> None:
             f"decoding defaults must be numbers, temperature > 0 and 0 < top_p <= 1: got {decoding}"
         )
     ContinuousCache.from_options(decoding)
+    candidates = decoding.get("rhyme_candidates", 1)
+    if not isinstance(candidates, int) or candidates < 1:
+        raise UserError(f"decoding.rhyme_candidates must be a whole number >= 1 (1: off), got {candidates}")
 
 
 def _judge_samples(folder: Path, data: dict) -> dict:
@@ -253,7 +256,8 @@ def main(argv: list[str]) -> None:
         "usage: python -m lm_music.export ckpt_path=RUN/checkpoints/best.ckpt out_dir=DIR "
         "[dtype=float32|float16|bfloat16] [score=false|true] [name=NAME], or "
         "python -m lm_music.export card=EXPORTED_FOLDER [data.path=... data.source=...] "
-        "[decoding.temperature=T decoding.top_p=P decoding.cache_lambda=L decoding.cache_theta=TH]"
+        "[decoding.temperature=T decoding.top_p=P decoding.cache_lambda=L decoding.cache_theta=TH "
+        "decoding.rhyme_candidates=K]"
     )
     known = (
         {"card", "data", "decoding"} if "card" in args else {"ckpt_path", "out_dir", "dtype", "score", "name"}
