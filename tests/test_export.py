@@ -92,7 +92,13 @@ def test_decoding_defaults_on_a_folder_are_what_sampling_and_its_card_use(export
         sample_run([f"ckpt_path={folder}", "num_samples=2", "length=40", "seed=5", f"out_dir={out}", *extra])
         drawn[name] = [(out / f"sample_{i:03d}.mid").read_bytes() for i in range(2)]
     assert drawn["default"] == drawn["explicit"] != drawn["one"]
-    for decoding, message in (({"temperature": 0}, "temperature > 0"), ({"top_k": 3}, "not top_k")):
+    bad = (
+        ({"temperature": 0}, "temperature > 0"),
+        ({"top_k": 3}, "not top_k"),
+        ({"cache_lambda": 1.5}, "cache_lambda must be in"),
+        ({"rhyme_candidates": 0}, "rhyme_candidates must be a whole number >= 1"),
+    )
+    for decoding, message in bad:
         with pytest.raises(UserError, match=message):
             rejudge(folder, {"path": str(JSB_FILE)}, decoding)
     assert json.loads((folder / "config.json").read_text())["decoding"] == {"temperature": 0.5}
