@@ -1,5 +1,6 @@
 """Batched step-by-step generation: the prefix is read once, then the RNN state is carried one step at a time."""
 
+import contextlib
 import warnings
 from collections.abc import Callable
 
@@ -23,18 +24,25 @@ def generate(
     oneDNN is switched off on the CPU here: its LSTM pays a fixed cost of several milliseconds a call, which
     is nearly all of a one-step call's time (bench/sampling.py). Training keeps it: there it is the fast path.
     """
+    with one_step_calls(prime.device):
+        logits, state = step(prime, None)
+        drawn = []
+        for i in range(length):
+            token = draw(logits[:, -1])
+            drawn.append(token)
+            if i + 1 < length:
+                logits, state = step(token[:, None], state)
+    return torch.stack(drawn, dim=1)
+
+
+@contextlib.contextmanager
+def one_step_calls(device: torch.device):
+    """oneDNN off on the CPU while a net is called one step at a time (see `generate`)."""
     with warnings.catch_warnings():
         # flags() warns that oneDNN's TF32 needs an Intel GPU: true, and nothing a user can act on.
         warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
-        with torch.backends.mkldnn.flags(enabled=prime.device.type != "cpu"):
-            logits, state = step(prime, None)
-            drawn = []
-            for i in range(length):
-                token = draw(logits[:, -1])
-                drawn.append(token)
-                if i + 1 < length:
-                    logits, state = step(token[:, None], state)
-    return torch.stack(drawn, dim=1)
+        with torch.backends.mkldnn.flags(enabled=device.type != "cpu"):
+            yield
 
 
 def repeat_rows(state, rows: int):

@@ -12,7 +12,7 @@ kept as it is. Every kept line is a draw of the model: the words and the line le
 
 import torch
 
-from lm_music.decoding import categorical_draw, repeat_rows
+from lm_music.decoding import categorical_draw, one_step_calls, repeat_rows
 from lm_music.errors import UserError
 from lm_music.tasks.lyrics.features import rhymes, words
 
@@ -50,7 +50,7 @@ def draw_rhymed(
     draw = categorical_draw(temperature, top_k, top_p, generator)
     ends = [end for end in map(line_end, prime.split("\n")[:-1]) if end][-2:]
     text: list[int] = []
-    with torch.backends.mkldnn.flags(enabled=device.type != "cpu"):  # as decoding.generate: one-step calls
+    with one_step_calls(device):
         logits, state = one(torch.as_tensor(vocab.encode(prime, bos=True), device=device).long()[None], None)
         while len(text) < length:
             first = logits[:, -1].expand(candidates, -1)
