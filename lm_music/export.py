@@ -1,6 +1,7 @@
 """`python -m lm_music.export ckpt_path=RUN/checkpoints/best.ckpt out_dir=DIR [dtype=float16] [score=true]`
-`python -m lm_music.export card=FOLDER [data.path=...] [decoding.temperature=T decoding.top_p=P]` (judge an
-exported folder's samples anew, at its decoding defaults, set here if given; rewrite its card)
+`python -m lm_music.export card=FOLDER [data.path=...] [decoding.temperature=T ...] [score=true]` (judge an
+exported folder's samples anew, at its decoding defaults, set here if given; with score=true re-score its test
+split too; rewrite its card)
 
 writes a model as a folder in the Hugging Face Hub layout (`model.safetensors`, `config.json`, a `README.md`
 model card) that `sample.py` and `train.py` read as they read a `.ckpt` (`lm_music.checkpoints`). The shipped
@@ -156,11 +157,11 @@ def _rescored(folder: Path, config: dict, data: dict) -> dict | None:
     }
 
 
-def rejudge(folder: str | Path, data: dict, decoding: dict | None = None) -> list[Path]:
+def rejudge(folder: str | Path, data: dict, decoding: dict | None = None, score: bool = False) -> list[Path]:
     """Judge an exported folder's samples anew and write its card again (a folder exported before cards had
     a "Samples" section, or after the evaluator changed); `data`: where its data is (`path`, `source`);
     `decoding`: new decoding defaults (temperature, top_p, the cache's) that sample.py and the card then use;
-    new cache settings re-score the test split too (from the training command, at `data`'s path)."""
+    new cache settings, or `score`, re-score the test split too (from the training command, at `data`'s path)."""
     folder = Path(folder)
     checkpoint = load_checkpoint(folder)
     if "exported" not in checkpoint:
@@ -173,7 +174,10 @@ def rejudge(folder: str | Path, data: dict, decoding: dict | None = None) -> lis
     if kept := {k: v for k, v in settings.items() if k not in MACHINE_DATA_KEYS}:
         config["data"] = kept
     write_text_atomic(folder / CONFIG, json.dumps(config, indent=2) + "\n")  # the evaluator reads its data
-    if any(k in CACHE_OPTIONS for k in decoding or {}) and (metrics := _rescored(folder, config, data)):
+    if score and not config.get("training_command"):
+        raise UserError(f"score=true re-scores from the training command, and {folder} records none")
+    rescore = score or any(k in CACHE_OPTIONS for k in decoding or {})
+    if rescore and (metrics := _rescored(folder, config, data)):
         config["metrics"] = metrics
         config["summary"] = summary(
             config["task"], config["hyper_parameters"], config["parameters"], config["dataset"], metrics
@@ -257,10 +261,12 @@ def main(argv: list[str]) -> None:
         "[dtype=float32|float16|bfloat16] [score=false|true] [name=NAME], or "
         "python -m lm_music.export card=EXPORTED_FOLDER [data.path=... data.source=...] "
         "[decoding.temperature=T decoding.top_p=P decoding.cache_lambda=L decoding.cache_theta=TH "
-        "decoding.rhyme_candidates=K]"
+        "decoding.rhyme_candidates=K] [score=true]"
     )
     known = (
-        {"card", "data", "decoding"} if "card" in args else {"ckpt_path", "out_dir", "dtype", "score", "name"}
+        {"card", "data", "decoding", "score"}
+        if "card" in args
+        else {"ckpt_path", "out_dir", "dtype", "score", "name"}
     )
     unknown = set(args) - known
     if unknown or not (args.get("card") or (args.get("ckpt_path") and args.get("out_dir"))):
@@ -269,7 +275,7 @@ def main(argv: list[str]) -> None:
         if "card" in args:
             data = OmegaConf.to_container(args.get("data") or OmegaConf.create({}))
             decoding = OmegaConf.to_container(args.get("decoding") or OmegaConf.create({}))
-            written = rejudge(args.card, data, decoding)
+            written = rejudge(args.card, data, decoding, bool(args.get("score", False)))
         else:
             written = export(
                 args.ckpt_path,
