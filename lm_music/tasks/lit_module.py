@@ -169,25 +169,25 @@ class TokenLitModule(SequenceLitModule):
 
     def token_nll(
         self, batch: dict, labels: torch.Tensor | None = None, cache: ContinuousCache | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """NLL in nats of every predicted token (B, T - 1), 0 at padding, and the mask of real targets; under
-        the mixture with `cache` when given. (A net without labels ignores them.)"""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """NLL in nats of every predicted token (B, T - 1), 0 at padding, and the mask of real targets; with
+        `cache`, also the NLL under its mixture (else None), from the same forward pass. (A net without labels
+        ignores them.)"""
         ids = batch["sequences"].long()
         inputs, targets = ids[:, :-1], ids[:, 1:]
         features, _ = self.net.features(inputs, labels if labels is not None else batch.get("labels"))
         logits = self.net.head(features)
         pad = self.sampler.codec.PAD
-        if cache is not None:
-            return cache.sequence_nll(logits, features, targets, pad), targets != pad
         nll = F.cross_entropy(logits.transpose(1, 2).float(), targets, ignore_index=pad, reduction="none")
-        return nll, targets != pad
+        cached = cache.sequence_nll(logits, features, targets, pad) if cache is not None else None
+        return nll, targets != pad, cached
 
     def loss_terms(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        nll, real = self.token_nll(batch)
+        nll, real, cached = self.token_nll(batch, cache=None if self.training else self.cache)
         nll_sum, count = nll.sum(), real.sum()
         terms = self.extra_terms(nll_sum, count)
-        if self.cache is not None and not self.training:
-            cached_sum = self.token_nll(batch, cache=self.cache)[0].sum()
+        if cached is not None:
+            cached_sum = cached.sum()
             terms["loss_cache"] = (cached_sum, count)
             terms |= {f"{name}_cache": term for name, term in self.extra_terms(cached_sum, count).items()}
         return nll_sum, count, terms
@@ -202,5 +202,5 @@ class TokenLitModule(SequenceLitModule):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """NLL in nats of every sequence of a batch (B,) and its number of predicted tokens (B,), under
         `labels` (B,) instead of the batch's own when given (scoring a song as each artist)."""
-        nll, real = self.token_nll(batch, labels)
+        nll, real, _ = self.token_nll(batch, labels)
         return nll.sum(1), real.sum(1)
