@@ -147,7 +147,7 @@ def _rescored(folder: Path, config: dict, data: dict) -> dict | None:
     (a card's metrics gain the cache's figures when its decoding defaults gain a cache); None when the folder
     has no training command or no data path is given."""
     words = shlex.split(config.get("training_command") or "")
-    if not words or not data.get("path") or Path(words[min(1, len(words) - 1)]).name != "train.py":
+    if words[:2] != ["python", "train.py"] or not data.get("path"):  # as cards.card_command writes it
         return None
     overrides = [w for w in words[2:] if not w.startswith("data.path=")] + [f"data.path={data['path']}"]
     dtype = config.get("dtype", "float32")
