@@ -19,6 +19,7 @@ from pytorch_lightning.loggers import Logger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from lm_music.audio import AudioRenderer
 from lm_music.errors import UserError
 from lm_music.threads import ThreadPolicy
 from lm_music.tracking_mlflow import MLFlowLogger
@@ -92,12 +93,15 @@ class SampleLogger(pl.Callback):
         length: int = 300,
         temperature: float = 0.8,
         seed: int = 0,
+        audio=True,
     ) -> None:
+        """`audio`: how music samples are heard (`AudioRenderer.from_options`: false, true or a mapping)."""
         self.every_n_epochs = every_n_epochs
         self.num_samples = num_samples
         self.length = length
         self.temperature = temperature
         self.seed = seed
+        self.renderer = AudioRenderer.from_options(audio)  # a bad soundfont is refused before training
 
     def due(self, trainer: pl.Trainer) -> bool:
         return not trainer.sanity_checking and not (trainer.current_epoch + 1) % self.every_n_epochs
@@ -112,7 +116,9 @@ class SampleLogger(pl.Callback):
 
     def send(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
-        items = pl_module.tracker_samples(self.num_samples, self.length, self.temperature, generator)
+        items = pl_module.tracker_samples(
+            self.num_samples, self.length, self.temperature, generator, self.renderer
+        )
         for logger in trainer.loggers:
             log_samples(logger, items, step)
 
@@ -130,7 +136,7 @@ class SampleQuality(SampleLogger):
         temperature: float = 1.0,
         seed: int = 0,
     ) -> None:
-        super().__init__(every_n_epochs, num_samples, length, temperature, seed)
+        super().__init__(every_n_epochs, num_samples, length, temperature, seed, audio=False)
         self._judge = None  # the task's evaluation and the validation pieces, made at the first judgement
 
     def due(self, trainer: pl.Trainer) -> bool:

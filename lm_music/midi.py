@@ -1,10 +1,9 @@
-"""MIDI <-> piano roll on a beat grid or a time grid, roll -> PNG, MIDI -> audio.
+"""MIDI <-> piano roll on a beat grid or a time grid, roll -> PNG (audio: `lm_music/audio.py`).
 
 A roll is a uint8 array of shape (T, 88): row t is one frame, column j is MIDI pitch j + 21 (A0 .. C8).
 This module knows nothing of torch or Lightning, so sampling and data reading share it freely.
 """
 
-import functools
 import logging
 import warnings
 from pathlib import Path
@@ -259,38 +258,3 @@ def save_roll_png(roll: np.ndarray, path: str | Path, title: str | None = None) 
     canvas = _roll_canvas(roll, title)
     with atomic_path(path) as tmp:
         canvas.figure.savefig(tmp, format="png")
-
-
-@functools.cache
-def _log_sine_fallback(reason: str) -> None:
-    """Once a process: the sample callback renders audio every few epochs."""
-    log.info("FluidSynth unavailable (%s): rendering audio with sine waves", reason)
-
-
-def render_audio(pm: pretty_midi.PrettyMIDI, sample_rate: int = 22050) -> tuple[np.ndarray, str]:
-    """Audio of a MIDI object, peak-normalised float32, and the backend that made it.
-
-    FluidSynth (with the General MIDI soundfont pretty_midi ships) sounds like a piano; when
-    pyfluidsynth or libfluidsynth is missing, pretty_midi's sine-wave synthesis works everywhere.
-    """
-    try:
-        import fluidsynth  # noqa: F401  (pretty_midi imports it itself; this only probes for it)
-
-        audio, backend = pm.fluidsynth(fs=sample_rate), "fluidsynth"
-    except (ImportError, OSError, AttributeError) as error:  # AttributeError: PyPI's unrelated "fluidsynth"
-        _log_sine_fallback(str(error))
-        audio, backend = pm.synthesize(fs=sample_rate), "sine"
-    audio = np.asarray(audio, dtype=np.float32)
-    peak = float(np.abs(audio).max()) if audio.size else 0.0
-    if peak > 0:
-        audio = audio / peak
-    return audio, backend
-
-
-def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
-    """16-bit PCM WAV, which every player and experiment tracker reads."""
-    import scipy.io.wavfile  # 0.2 s to import: only runs that write audio pay it
-
-    pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
-    with atomic_path(path) as tmp:
-        scipy.io.wavfile.write(tmp, sample_rate, pcm)

@@ -12,12 +12,10 @@ from lm_music.midi import (
     NUM_KEYS,
     load_midi,
     midi_to_roll,
-    render_audio,
     roll_image,
     roll_to_midi,
     save_roll_png,
     seconds_to_frames,
-    write_wav,
 )
 from tests.conftest import data_path
 
@@ -132,13 +130,3 @@ def test_roll_image_for_trackers(jsb_roll):
     image = roll_image(jsb_roll)
     assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
     assert image.min() < 50 and image.max() > 200  # black notes on white
-
-
-def test_wav_is_rendered_and_readable(jsb_roll, tmp_path):
-    audio, backend = render_audio(roll_to_midi(jsb_roll[:8], frames_per_beat=1), sample_rate=8000)
-    assert backend in ("fluidsynth", "sine")
-    assert audio.dtype == np.float32 and 0.99 < np.abs(audio).max() <= 1.0
-    assert len(audio) >= 8000 * 4  # 8 quarter notes at 120 BPM
-    write_wav(tmp_path / "piece.wav", audio, 8000)
-    rate, pcm = scipy.io.wavfile.read(tmp_path / "piece.wav")
-    assert rate == 8000 and pcm.dtype == np.int16 and len(pcm) == len(audio)

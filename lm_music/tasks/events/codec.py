@@ -6,7 +6,6 @@ no data. MidiTok tokenizes, decodes, trains BPE and counts grammar errors; symus
 This module knows nothing of Lightning or of datasets.
 """
 
-import io
 import json
 import logging
 import tempfile
@@ -14,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pretty_midi
 import torch
 
 from lm_music.errors import UserError
@@ -153,11 +151,6 @@ def velocity_roll(score, frames_per_beat: int = 4) -> np.ndarray:
             roll = np.pad(roll, ((0, len(frames) - len(roll)), (0, 0)))
         roll[: len(frames)] = np.maximum(roll[: len(frames)], frames)
     return roll
-
-
-def score_to_pretty_midi(score) -> pretty_midi.PrettyMIDI:
-    """The Score as pretty_midi reads it (for `midi.render_audio`), through MIDI bytes."""
-    return pretty_midi.PrettyMIDI(io.BytesIO(score.dumps_midi()))
 
 
 class EventCodec:

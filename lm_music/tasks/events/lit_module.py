@@ -1,10 +1,10 @@
 import math
 
-import numpy as np
 import torch
 
 from lm_music import midi
-from lm_music.tasks.events.codec import score_to_pretty_midi, velocity_roll
+from lm_music.audio import AudioRenderer
+from lm_music.tasks.events.codec import velocity_roll
 from lm_music.tasks.events.sampler import EventSampler
 from lm_music.tasks.lit_module import TokenLitModule
 
@@ -47,7 +47,9 @@ class EventLitModule(TokenLitModule):
         """See `EventSampler.sample`."""
         return self.sampler.sample(num_samples, length, temperature, **kwargs)
 
-    def tracker_samples(self, num_samples: int, length: int, temperature: float, generator) -> list[dict]:
+    def tracker_samples(
+        self, num_samples: int, length: int, temperature: float, generator, renderer: AudioRenderer | None
+    ) -> list[dict]:
         """Velocity-shaded rolls of decoded samples for the trackers, and the first one's audio."""
         items = []
         for i, ids in enumerate(self.sample(num_samples, length, temperature, generator=generator)):
@@ -55,14 +57,13 @@ class EventLitModule(TokenLitModule):
             items.append(
                 {"kind": "image", "tag": f"samples/roll_{i}", "value": midi.roll_image(velocity_roll(score))}
             )
-            if i == 0:
-                audio, _ = midi.render_audio(score_to_pretty_midi(score), sample_rate=16000)
+            if i == 0 and renderer:
                 items.append(
                     {
                         "kind": "audio",
                         "tag": "samples/audio_0",
-                        "value": np.asarray(audio),
-                        "sample_rate": 16000,
+                        "value": renderer.render(score),
+                        "sample_rate": renderer.sample_rate,
                     }
                 )
         return items

@@ -11,6 +11,7 @@ import torch
 import lm_music.tasks.events.codec as events
 import lm_music.tasks.events.mirex as mirex
 from lm_music import midi
+from lm_music.audio import AudioRenderer, write_wav
 from lm_music.cache import ContinuousCache
 from lm_music.errors import UserError
 from lm_music.io import atomic_path
@@ -69,13 +70,13 @@ class EventSamples:
     primed: int = 0
     audio: list[np.ndarray] = field(default_factory=list)
     sample_rate: int = 22050
-    audio_backend: str = ""
+    rendered_by: str = ""
     continuations: bool = False  # primed by a MIREX prompt: each continuation is also written in its format
 
     def __str__(self) -> str:
         notes = ", ".join(str(score.note_num()) for score in self.scores)
         primed = f" ({self.primed} of the prime)" if self.primed else ""
-        audio = f"; audio rendered with {self.audio_backend}" if self.audio else ""
+        audio = f"; audio rendered with {self.rendered_by}" if self.audio else ""
         return (
             f"{len(self.ids)} samples of {max(len(i) for i in self.ids)} tokens at most{primed}, notes {notes}; "
             f"{sum(self.dropped)} ungrammatical tokens dropped{audio}"
@@ -97,6 +98,7 @@ def draw(sampler: EventSampler, options, generator: torch.Generator) -> EventSam
     codec = sampler.codec
     prime = None
     refuse_option("rhyme_candidates", options, "lyrics")
+    renderer = AudioRenderer.from_options(options.get("audio"))  # a bad soundfont is refused before drawing
     if options.get("prime_json") and options.get("prime_midi"):
         raise UserError("give prime_midi or prime_json, not both")
     if options.get("prime_midi"):
@@ -130,15 +132,11 @@ def draw(sampler: EventSampler, options, generator: torch.Generator) -> EventSam
         [events.velocity_roll(score) for score in scores],
         dropped,
         0 if prime is None else len(prime) - 1,
-        sample_rate=options.sample_rate,
         continuations=bool(options.get("prime_json")),
     )
-    if options.get("audio"):
-        for score in scores:
-            audio, samples.audio_backend = midi.render_audio(
-                events.score_to_pretty_midi(score), options.sample_rate
-            )
-            samples.audio.append(audio)
+    if renderer:
+        samples.audio = [renderer.render(score) for score in scores]
+        samples.sample_rate, samples.rendered_by = renderer.sample_rate, renderer.description
     return samples
 
 
@@ -155,7 +153,7 @@ def write(samples: EventSamples, out_dir: Path) -> list[Path]:
         if samples.continuations:
             written.append(mirex.write_generation(score, path.with_suffix(".json")))
         if samples.audio:
-            midi.write_wav(path.with_suffix(".wav"), samples.audio[i], samples.sample_rate)
+            write_wav(path.with_suffix(".wav"), samples.audio[i], samples.sample_rate)
             written.append(path.with_suffix(".wav"))
     return written
 

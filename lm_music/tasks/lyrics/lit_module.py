@@ -39,7 +39,9 @@ class LyricsLitModule(TokenLitModule):
         """See `LyricsSampler.sample`."""
         return self.sampler.sample(num_samples, length, temperature, **kwargs)
 
-    def tracker_samples(self, num_samples: int, length: int, temperature: float, generator) -> list[dict]:
+    def tracker_samples(
+        self, num_samples: int, length: int, temperature: float, generator, renderer=None
+    ) -> list[dict]:
         """Text samples for the trackers; a conditional model writes two for each of `num_samples` artists,
         so that one can read whether a sample sounds like its artist."""
         if not self.conditional:

@@ -3,6 +3,7 @@ from typing import Any
 import torch
 
 from lm_music import midi
+from lm_music.audio import AudioRenderer
 from lm_music.errors import UserError
 from lm_music.tasks.lit_module import SequenceLitModule
 from lm_music.tasks.pianoroll.sampler import PianoRollSampler
@@ -132,20 +133,21 @@ class PianoRollLitModule(SequenceLitModule):
         """See `PianoRollSampler.sample`."""
         return self.sampler.sample(num_samples, length, temperature, **kwargs)
 
-    def tracker_samples(self, num_samples: int, length: int, temperature: float, generator) -> list[dict]:
+    def tracker_samples(
+        self, num_samples: int, length: int, temperature: float, generator, renderer: AudioRenderer | None
+    ) -> list[dict]:
         rolls = self.sample(num_samples, length, temperature, generator=generator).cpu().numpy()
         items = []
         for i, roll in enumerate(rolls):
             items.append({"kind": "image", "tag": f"samples/roll_{i}", "value": midi.roll_image(roll)})
-            if i == 0:
+            if i == 0 and renderer:
                 pm = midi.roll_to_midi(roll, self.sampler.frames_per_beat, self.sampler.fs)
-                audio, _ = midi.render_audio(pm, sample_rate=16000)
                 items.append(  # with the MIDI it was rendered from, for the trackers that keep files (MLflow)
                     {
                         "kind": "audio",
                         "tag": "samples/audio_0",
-                        "value": audio,
-                        "sample_rate": 16000,
+                        "value": renderer.render(pm),
+                        "sample_rate": renderer.sample_rate,
                         "midi": pm,
                     }
                 )

@@ -9,6 +9,7 @@ import pretty_midi
 import torch
 
 from lm_music import midi
+from lm_music.audio import AudioRenderer, write_wav
 from lm_music.decoding import generate
 from lm_music.errors import UserError
 from lm_music.io import atomic_path
@@ -84,11 +85,11 @@ class RollSamples:
     primed: int = 0
     audio: list[np.ndarray] = field(default_factory=list)  # one per sample when rendered, at `sample_rate`
     sample_rate: int = 22050
-    audio_backend: str = ""
+    rendered_by: str = ""
 
     def __str__(self) -> str:
         primed = f" ({self.primed} of prime_midi, then {self.rolls.shape[1] - self.primed} drawn)"
-        audio = f"; audio rendered with {self.audio_backend}" if self.audio else ""
+        audio = f"; audio rendered with {self.rendered_by}" if self.audio else ""
         return (
             f"{len(self.rolls)} samples of {self.rolls.shape[1]} frames"
             + (primed if self.primed else "")
@@ -102,6 +103,7 @@ def draw(sampler: PianoRollSampler, options, generator: torch.Generator) -> Roll
     refuse_option("prime_json", options, "event-token (e.g. pretrained=pop909)")
     refuse_option("cache_lambda", options, "token (lyrics and event-token)")
     refuse_option("rhyme_candidates", options, "lyrics")
+    renderer = AudioRenderer.from_options(options.get("audio"))  # a bad soundfont is refused before drawing
     prime = None
     if options.get("prime_midi"):
         if not Path(options.prime_midi).is_file():
@@ -115,11 +117,10 @@ def draw(sampler: PianoRollSampler, options, generator: torch.Generator) -> Roll
     midis = [
         midi.roll_to_midi(roll, **grid, tempo=options.tempo, velocity=options.velocity) for roll in rolls
     ]
-    samples = RollSamples(rolls, midis, 0 if prime is None else len(prime), sample_rate=options.sample_rate)
-    if options.get("audio"):
-        for pm in midis:
-            audio, samples.audio_backend = midi.render_audio(pm, options.sample_rate)
-            samples.audio.append(audio)
+    samples = RollSamples(rolls, midis, 0 if prime is None else len(prime))
+    if renderer:
+        samples.audio = [renderer.render(pm) for pm in midis]
+        samples.sample_rate, samples.rendered_by = renderer.sample_rate, renderer.description
     return samples
 
 
@@ -133,7 +134,7 @@ def write(samples: RollSamples, out_dir: Path) -> list[Path]:
         midi.save_roll_png(roll, path.with_suffix(".png"), title=f"sample {i}")
         written += [path, path.with_suffix(".png")]
         if samples.audio:
-            midi.write_wav(path.with_suffix(".wav"), samples.audio[i], samples.sample_rate)
+            write_wav(path.with_suffix(".wav"), samples.audio[i], samples.sample_rate)
             written.append(path.with_suffix(".wav"))
     return written
 
