@@ -87,19 +87,48 @@ class Page:
 
     def choose_model(self, model_path: str, loaded: Model | None = None):
         """After a model is picked: its summary, the controls its task takes (artists for conditional
-        lyrics models), its default temperature, and the loaded model, kept for the next clicks."""
+        lyrics models), its decoding defaults in their fields, the length's unit, the previous model's
+        results cleared, and the loaded model, kept for the next clicks. A model that cannot be loaded is
+        one warning; the page stays with the model it had (the box goes back to it)."""
         try:
             model = self.load(model_path, loaded)
         except UserError as err:
-            raise gr.Error(str(err)) from None
+            gr.Warning(str(err), duration=8)
+            back = gr.update(value=loaded.path) if loaded is not None else gr.skip()
+            kept = 1 + len(CONTROLS) + 3 + 1 + 3 * MAX_SAMPLES  # summary .. slots, as `picked` lists them
+            return [gr.skip()] * kept + [back, loaded]
         artists = list(getattr(model.sampler, "artists", []) or [])
         if not getattr(model.sampler, "conditional", False):
             artists = []
         shown = set(model.task.page_controls)
-        updates = [gr.update(visible=control in shown) for control in CONTROLS if control != "artist"]
+        defaults = decoding_defaults(model)
+        values = {
+            "top_p": defaults.get("top_p") or 1.0,
+            "top_k": defaults.get("top_k") or 0,
+        }  # the defaults seen
+        updates = [
+            gr.update(visible=control in shown, **({"value": values[control]} if control in values else {}))
+            for control in CONTROLS
+            if control != "artist"
+        ]
         artist = gr.update(choices=artists, value=artists[0] if artists else None, visible=bool(artists))
-        temperature = gr.update(value=decoding_defaults(model)["temperature"])
-        return [self.describe(model), *updates, artist, temperature, model]
+        decoding = [
+            gr.update(value=defaults["temperature"]),
+            gr.update(label=f"Length ({model.task.unit})"),
+        ]
+        cleared = [gr.update(value="", visible=False)] + [gr.update(value=None, visible=False)] * (
+            3 * MAX_SAMPLES
+        )
+        return [
+            self.describe(model),
+            *updates,
+            artist,
+            *decoding,
+            gr.update(value=""),
+            *cleared,
+            gr.skip(),
+            model,
+        ]
 
     def generate(
         self,
@@ -115,7 +144,8 @@ class Page:
         seed: float = 0,
         loaded: Model | None = None,
     ):
-        """Draw samples through `generation.draw`; return the text box, the music slots and the model."""
+        """Draw samples through `generation.draw`; return the text box, the music slots, what rendered the
+        audio and the model. Bad input is one warning, and the results on the page stay as they were."""
         try:
             model = self.load(model_path, loaded)
             if not 1 <= int(num_samples) <= MAX_SAMPLES:
@@ -134,8 +164,8 @@ class Page:
                     "seed": int(seed),
                     "prime": str(prime or ""),
                     "artist": str(artist) if artist else None,
-                    "top_k": int(top_k) if top_k else None,
-                    "top_p": float(top_p) if top_p and float(top_p) < 1 else None,
+                    "top_k": int(top_k) if top_k else None,  # 0: off
+                    "top_p": float(top_p),  # 1: off; the field shows the model's default when picked
                     "prime_midi": str(prime_midi) if prime_midi else None,  # an upload: a str subclass
                 },
             )
@@ -144,16 +174,19 @@ class Page:
             samples = draw(model, options)
             written = model.task.write(samples, Path(tempfile.mkdtemp(prefix="lm_music_app_")))
         except UserError as err:
-            raise gr.Error(str(err)) from None
+            gr.Warning(str(err), duration=8)
+            return [gr.skip()] * (2 + 3 * MAX_SAMPLES) + [loaded]
+        rendered = getattr(samples, "rendered_by", "")
+        rendered = gr.update(value=f"Audio rendered with {rendered}." if rendered else "")
         if model.task.page_shows == "text":
             hidden = [gr.update(visible=False)] * (3 * MAX_SAMPLES)
-            return [gr.update(value=str(samples), visible=True), *hidden, model]
+            return [gr.update(value=str(samples), visible=True), *hidden, rendered, model]
         updates = [gr.update(value="", visible=False)]
         by_suffix = {p.suffix: sorted(q for q in written if q.suffix == p.suffix) for p in written}
         for i in range(MAX_SAMPLES):
             files = [by_suffix.get(s, []) for s in (".png", ".wav", ".mid")]
             updates += [gr.update(value=str(f[i]) if i < len(f) else None, visible=i < len(f)) for f in files]
-        return [*updates, model]
+        return [*updates, rendered, model]
 
 
 def build_app(
@@ -192,20 +225,33 @@ def build_app(
             length = gr.Number(
                 label="Length (characters or frames)", value=256, precision=0, elem_id="length"
             )
-            num_samples = gr.Number(label="Samples", value=2, precision=0, elem_id="num_samples")
+            num_samples = gr.Number(label="Number of samples", value=2, precision=0, elem_id="num_samples")
             seed = gr.Number(label="Seed", value=defaults.seed, precision=0, elem_id="seed")
         generate = gr.Button("Generate", variant="primary", elem_id="generate")
-        texts = gr.Textbox(label="Samples", lines=20, visible=False, elem_id="texts")
+        texts = gr.Textbox(label="Drawn text", lines=20, visible=False, elem_id="texts")
+        rendered = gr.Markdown(elem_id="rendered")
         slots = []
         for i in range(MAX_SAMPLES):
             with gr.Row():
-                slots += [
-                    gr.Image(label=f"sample {i}", visible=False, elem_id=f"roll_{i}", scale=3),
-                    gr.Audio(label=f"sample {i}", visible=False, elem_id=f"audio_{i}", type="filepath"),
-                    gr.File(label=f"sample {i} MIDI", visible=False, elem_id=f"midi_{i}"),
-                ]
+                roll = gr.Image(label=f"sample {i}", visible=False, elem_id=f"roll_{i}", scale=3)
+                with gr.Column(scale=2):  # the player and the MIDI file under it: room for the file's name
+                    audio = gr.Audio(
+                        label=f"sample {i}", visible=False, elem_id=f"audio_{i}", type="filepath"
+                    )
+                    midi = gr.File(label=f"sample {i} MIDI", visible=False, elem_id=f"midi_{i}")
+                slots += [roll, audio, midi]
         shown = [controls[c] for c in CONTROLS if c != "artist"] + [controls["artist"]]
-        picked = [description, *shown, temperature, loaded]
+        picked = [
+            description,
+            *shown,
+            temperature,
+            length,
+            rendered,
+            texts,
+            *slots,
+            model,
+            loaded,
+        ]
         model.change(page.choose_model, [model, loaded], picked, api_name="choose_model")
         path.submit(
             lambda p: gr.update(value=p, choices=[*find_models(runs_dir), p]),
@@ -217,13 +263,14 @@ def build_app(
         if first:
             app.load(page.choose_model, [model, loaded], picked, api_visibility="private")
         inputs = [model, *(controls[c] for c in ("prime", "artist", "top_k", "top_p", "prime_midi"))]
-        generate.click(
+        # Generate is disabled while a request runs, so that a second click does not queue another
+        generate.click(lambda: gr.update(interactive=False), None, generate, api_visibility="private").then(
             page.generate,
             [*inputs, temperature, length, num_samples, seed, loaded],
-            [texts, *slots, loaded],
+            [texts, *slots, rendered, loaded],
             show_progress="full",
             api_name="generate",
-        )
+        ).then(lambda: gr.update(interactive=True), None, generate, api_visibility="private")
     return app
 
 

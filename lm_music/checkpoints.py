@@ -7,6 +7,7 @@ package. Each is read into the same checkpoint-shaped dict (`lm_music_task`, `hy
 """
 
 import json
+import logging
 import pickle
 from pathlib import Path
 
@@ -18,11 +19,19 @@ from lm_music.tasks.registry import TASKS
 from lm_music.tasks.sampler import NetworkSampler
 from lm_music.tasks.task import Task
 
+log = logging.getLogger(__name__)
+
 FORMAT = "lm_music/1"  # config.json's "format" of an exported folder
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 PRETRAINED = "pretrained:"  # ckpt_path=pretrained:NAME
 TRAINING_ARGS = ("optimizer", "scheduler", "tbptt_steps", "gradient_clip_val")  # the Lightning module's own
+
+
+NOT_A_CHECKPOINT = (
+    "is not a readable checkpoint (not a torch file, or a truncated one): give a .ckpt that train.py wrote, "
+    "a folder from python -m lm_music.export, or pretrained:NAME"
+)
 
 
 def pretrained_names() -> list[str]:
@@ -85,7 +94,7 @@ def _read_ckpt(path: Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "weights_only" not in str(err):
-            raise UserError(f"{path} is not a readable checkpoint (truncated or not a torch file)") from None
+            raise UserError(f"{path} {NOT_A_CHECKPOINT}") from None
         # PyTorch's own message ends in advice to load with weights_only=False: the one thing not to do
         # with a file one does not trust.
         raise UserError(
@@ -93,10 +102,9 @@ def _read_ckpt(path: Path) -> dict:
             "use a checkpoint lm_music wrote, or a model exported with python -m lm_music.export"
         ) from None
     except Exception as err:  # torch raises many types for damaged or foreign files
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(
-            f"{path} is not a readable checkpoint (truncated or not a torch file): {reason}"
-        ) from None
+        # torch's own reason ("list index out of range") says nothing to the person who gave the path
+        log.debug("torch.load(%s): %s: %s", path, type(err).__name__, err)
+        raise UserError(f"{path} {NOT_A_CHECKPOINT}") from None
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -28,6 +28,9 @@ class Model:
     checkpoint: dict
 
 
+MAX_TEMPERATURE = 10.0  # past it a draw ignores the model: refused rather than silently giving noise
+
+
 def load_model(path: str, device: str | torch.device | None = None) -> Model:
     """A `.ckpt`, an exported folder or `pretrained:NAME`, read by the one loader, on `device` (cuda when
     available, else cpu)."""
@@ -65,10 +68,17 @@ def check_options(cfg: DictConfig) -> None:
         raise UserError(f"length must be at least 1, got {cfg.length}")
     if cfg.get("temperature") is not None and cfg.temperature <= 0:
         raise UserError(f"temperature must be > 0, got {cfg.temperature} (1.0 samples the model as trained)")
+    if cfg.get("temperature") is not None and cfg.temperature > MAX_TEMPERATURE:
+        raise UserError(
+            f"temperature must be at most {MAX_TEMPERATURE}, got {cfg.temperature} (above it every token is "
+            "about as likely as any other: noise, not the model)"
+        )
     if cfg.get("top_k") is not None and cfg.top_k < 1:
         raise UserError(f"top_k must be at least 1 (or null), got {cfg.top_k}")
     if cfg.get("top_p") is not None and not 0 < cfg.top_p <= 1:
         raise UserError(f"top_p must be in (0, 1] (or null), got {cfg.top_p}")
+    if cfg.get("min_length") is not None and cfg.min_length < 0:
+        raise UserError(f"min_length must be 0 or more (or null), got {cfg.min_length}")
     ContinuousCache.from_options(cfg)  # its settings' one-line errors
 
 

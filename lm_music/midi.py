@@ -220,8 +220,9 @@ def roll_to_midi(
     return pm
 
 
-def _roll_canvas(roll: np.ndarray, title: str | None):
-    """A drawn matplotlib canvas of the roll (Agg, no pyplot: no global state, no display needed)."""
+def _roll_canvas(roll: np.ndarray, title: str | None, prime_end: float | None = None):
+    """A drawn matplotlib canvas of the roll (Agg, no pyplot: no global state, no display needed); a dashed
+    line at `prime_end` (frames) where the prime ends and the drawn music begins."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -239,6 +240,10 @@ def _roll_canvas(roll: np.ndarray, title: str | None):
         vmax=1,
         extent=(0, image.shape[1], LOWEST_PITCH - 0.5, HIGHEST_PITCH + 0.5),
     )
+    if prime_end:
+        ax.axvline(prime_end, color="tab:red", linestyle="--", linewidth=1.5)
+        ax.text(prime_end, HIGHEST_PITCH, " drawn \u2192", color="tab:red", va="top", ha="left")
+        ax.text(prime_end, HIGHEST_PITCH, "\u2190 prime ", color="tab:red", va="top", ha="right")
     ax.set_xlabel("frame")
     ax.set_ylabel("MIDI pitch")
     if title:
@@ -253,8 +258,11 @@ def roll_image(roll: np.ndarray, title: str | None = None) -> np.ndarray:
     return np.asarray(_roll_canvas(roll, title).buffer_rgba())[..., :3].copy()
 
 
-def save_roll_png(roll: np.ndarray, path: str | Path, title: str | None = None) -> None:
-    """Piano-roll picture (time on x, pitch on y), for sample logs and eyeballing data."""
-    canvas = _roll_canvas(roll, title)
+def save_roll_png(
+    roll: np.ndarray, path: str | Path, title: str | None = None, prime_end: float | None = None
+) -> None:
+    """Piano-roll picture (time on x, pitch on y), for sample logs and eyeballing data; `prime_end` marks
+    where a prime ends (frames)."""
+    canvas = _roll_canvas(roll, title, prime_end)
     with atomic_path(path) as tmp:
         canvas.figure.savefig(tmp, format="png")

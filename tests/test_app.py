@@ -106,3 +106,89 @@ def test_bad_input_is_one_message_in_the_page_and_the_app_keeps_serving(app, bro
     type_into(browser, "path", missing, enter=True)
     wait_for(browser, "body", 60, check=lambda e: f"checkpoint not found: {missing}" in e.text)
     assert fetch(app)  # still serving
+
+
+def body_text(browser) -> str:
+    return browser.find_element("tag name", "body").text
+
+
+def pick(browser, model: str, summary: str) -> None:
+    """Load a model through the path box and wait for its summary."""
+    type_into(browser, "path", model, enter=True)
+    wait_for(browser, "#summary", check=lambda e: summary in e.text)
+
+
+def test_a_bad_path_is_one_plain_warning_and_the_page_keeps_its_model(app, browser):
+    """No "Error" badge stays on the summary, the prime box or the temperature after the message fades; the
+    model box goes back to the model the summary describes; no internal error text reaches the user."""
+    browser.get(app)
+    wait_for(browser, "#summary", check=lambda e: "Bach chorales" in e.text)
+    type_into(browser, "path", "/etc/passwd", enter=True)
+    wait_for(browser, "body", 60, check=lambda e: "/etc/passwd is not a readable checkpoint" in e.text)
+    assert "list index out of range" not in body_text(browser)
+    wait_for(browser, "body", 60, check=lambda e: "is not a readable checkpoint" not in e.text)  # faded
+    assert "Error" not in body_text(browser)
+    assert wait_for(browser, "#model input").get_attribute("value") == "pretrained:bach_chorales"
+    assert "Bach chorales" in wait_for(browser, "#summary").text
+    assert wait_for(browser, "#temperature input").is_displayed()
+
+
+def test_pop909_plays_a_soundfont_piano_from_its_first_note_and_shows_its_defaults(app, browser):
+    browser.get(app)
+    wait_for(browser, "#summary", check=lambda e: "Bach chorales" in e.text)
+    pick(browser, "pretrained:pop909", "POP909")
+    assert wait_for(browser, "#top_p input").get_attribute("value") == "0.95"  # the model's default, seen
+    assert "Length (tokens)" in wait_for(browser, "#length").text
+    assert "Number of samples" in wait_for(browser, "#num_samples").text
+    type_into(browser, "length", 256)
+    type_into(browser, "seed", 2)
+    browser.find_element("id", "generate").click()
+    wait_for(browser, "#generate", 10, check=lambda e: not e.is_enabled())  # no second request meanwhile
+    audio = [wait_for(browser, f"#audio_{i} a[href]") for i in range(2)]
+    wait_for(browser, "#generate", 60, check=lambda e: e.is_enabled())
+    assert "Audio rendered with the SoundFont TimGM6mb.sf2" in wait_for(browser, "#rendered").text
+    for player in audio:
+        rate, pcm = scipy.io.wavfile.read(io.BytesIO(fetch(player.get_attribute("href"))))
+        first = np.flatnonzero(np.abs(pcm) > 0.01 * 32767)
+        assert len(first) and first[0] < rate  # sound within its first second
+    name = wait_for(browser, "#midi_0 .stem")
+    assert browser.execute_script("return arguments[0].scrollWidth <= arguments[0].clientWidth", name)
+    with_default = fetch(wait_for(browser, "#midi_0 a[href]").get_attribute("href"))
+
+    type_into(browser, "top_p", 1)  # off: a draw from the whole distribution, not the default 0.95
+    browser.find_element("id", "generate").click()
+    wait_for(browser, "#midi_0 a[href]", check=lambda e: fetch(e.get_attribute("href")) != with_default)
+    for value, message in ((0, "top_p must be in (0, 1]"), (1000, "temperature must be at most 10")):
+        field = "top_p" if value == 0 else "temperature"
+        type_into(browser, field, value)
+        browser.find_element("id", "generate").click()
+        wait_for(browser, "body", 60, check=lambda e, m=message: m in e.text)
+        type_into(browser, field, 1)
+
+
+def test_picking_another_model_clears_the_last_ones_results(app, browser):
+    browser.get(app)
+    wait_for(browser, "#summary", check=lambda e: "Bach chorales" in e.text)
+    type_into(browser, "length", 16)
+    browser.find_element("id", "generate").click()
+    assert wait_for(browser, "#roll_0 img").is_displayed()
+    pick(browser, "pretrained:nottingham", "Nottingham")
+    wait_for(browser, "body", 30, check=lambda e: not e.find_elements("css selector", "#roll_0 img"))
+    assert not browser.find_elements("css selector", "#audio_0 a[href]")
+    assert not wait_for(browser, "#rendered").text
+
+
+def test_the_picture_marks_where_the_prime_ends(app, browser):
+    from PIL import Image
+
+    browser.get(app)
+    wait_for(browser, "#summary", check=lambda e: "Bach chorales" in e.text)
+    type_into(browser, "length", 16)
+    wait_for(browser, "#prime_midi input[type=file]").send_keys(
+        str(data_path("midi/nottingham_jukedeck/test") / "ashover12.mid")
+    )
+    browser.find_element("id", "generate").click()
+    picture = wait_for(browser, "#roll_0 img").get_attribute("src")
+    pixels = np.asarray(Image.open(io.BytesIO(fetch(picture))).convert("RGB")).astype(int)
+    red = (pixels[..., 0] > 180) & (pixels[..., 1] < 140) & (pixels[..., 2] < 140)
+    assert red.sum() > 200  # the dashed line and its labels

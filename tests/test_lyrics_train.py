@@ -7,6 +7,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from lm_music.checkpoints import load_checkpoint, module_from_checkpoint
 from lm_music.tasks.lyrics.datamodule import LyricsDataModule
+from lm_music.tasks.lyrics.sampler import whole_words
 from tests.conftest import TINY_LYRICS, compose_train, data_path, run_script, train_run
 
 
@@ -53,12 +54,18 @@ def test_sample_script_writes_samples(lyrics_run, tmp_path):
     assert text.count("=== sample") == 2 and "(ABBA)" in text and "\nWhy" in text
     assert "=== sample 0 (ABBA) ===" in one.stdout
 
-    # sample.py loads only the sampler; the Lightning module draws the same text through it.
+    # sample.py loads only the sampler; the Lightning module draws the same text through it, which sample.py
+    # cuts back to its last whole word where the length limit stopped it mid-word
     module = module_from_checkpoint(load_checkpoint(lyrics_run / "checkpoints" / "last.ckpt")).eval()
     texts = module.sample(
         2, 60, prime="Why", artists=["ABBA"] * 2, generator=torch.Generator().manual_seed(5)
     )
-    assert all(f"\n{t}\n" in text for t in texts)
+    blocks = [block.split("===\n", 1)[1] for block in text.split("=== sample ")[1:]]  # TextSamples.__str__
+    shown = [b.removesuffix("\n\n") for b in blocks[:-1]] + [blocks[-1].removesuffix("\n")]
+    for raw, cut in zip(texts, shown):
+        assert raw.startswith(cut) and (cut == raw or raw[len(cut)] in " \n"), (raw, cut)
+    assert whole_words("Why me tender, love me tru", 3, 23) == "Why me tender, love me"
+    assert whole_words("Why me\n", 3, 4) == "Why me\n"  # ended by the model: as it is
 
 
 def test_sampling_imports_neither_lightning_nor_the_data_side():

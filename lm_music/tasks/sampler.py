@@ -8,6 +8,7 @@ draws exactly what a training run's tracker samples draw. Samplers know networks
 """
 
 import inspect
+import math
 
 import torch
 
@@ -74,21 +75,28 @@ class TokenSampler(NetworkSampler):
         labels: torch.Tensor | None = None,
         processor=None,
         cache: ContinuousCache | None = None,
+        min_length: int = 0,
     ) -> list[list[int]]:
         """`num_samples` id lists drawn as one batch after `prime_ids`, up to `length` each, cut before the
         end id where the model ends the piece (the prime not included). `processor` reweights the logits before
         each draw (`processor.mask(logits)`) and sees each draw (`processor.update(ids)`), as the events'
         `GrammarMask` masks the ids that cannot come next; `cache` draws from the net mixed with a continuous
-        cache over the sequence so far (`lm_music.cache`)."""
+        cache over the sequence so far (`lm_music.cache`); `min_length`: the end id is not drawn before that
+        many ids (Hugging Face's `min_new_tokens`), so that a piece is never ended before it has begun."""
         prime = torch.as_tensor(prime_ids, device=self.device).long()
-        draw = categorical_draw(temperature, top_k, top_p, generator)
-        if processor is not None:
-            unmasked = draw
+        unmasked, drawn = categorical_draw(temperature, top_k, top_p, generator), [0]
 
-            def draw(logits: torch.Tensor) -> torch.Tensor:
-                ids = unmasked(processor.mask(logits))
+        def draw(logits: torch.Tensor) -> torch.Tensor:
+            if processor is not None:
+                logits = processor.mask(logits)
+            if drawn[0] < min_length:
+                logits = logits.clone()
+                logits[..., self.codec.EOS] = -math.inf
+            ids = unmasked(logits)
+            drawn[0] += 1
+            if processor is not None:
                 processor.update(ids)
-                return ids
+            return ids
 
         ids = generate(self.step(labels, cache), prime[None].expand(num_samples, -1), length, draw)
         rows = ids.tolist()

@@ -44,16 +44,27 @@ class EventSampler(TokenSampler):
         generator: torch.Generator | None = None,
         grammar: bool = True,
         cache: ContinuousCache | None = None,
+        min_length: int = 0,
     ) -> list[list[int]]:
         """`num_samples` id lists drawn as one batch: the prime's ids (the start id when none), then up to
         `length` drawn ids (fewer where the model ends the piece). Decode them with `codec.decode`. With
         `grammar`, each draw is kept to the ids MidiTok's grammar lets follow (`events.GrammarMask`; not for
         a BPE vocabulary); without it, what the model draws is what it gives. `cache`: drawn through a
-        continuous cache (`lm_music.cache`), which can copy a section the piece has already played."""
+        continuous cache (`lm_music.cache`), which can copy a section the piece has already played;
+        `min_length`: no piece ends before that many drawn ids."""
         prime = list(prime_ids) if prime_ids is not None else [self.codec.BOS]
         mask = self.codec.grammar(prime, num_samples) if grammar else None
         rows = self.draw_ids(
-            prime, num_samples, length, temperature, top_k, top_p, generator, processor=mask, cache=cache
+            prime,
+            num_samples,
+            length,
+            temperature,
+            top_k,
+            top_p,
+            generator,
+            processor=mask,
+            cache=cache,
+            min_length=min(min_length, length),
         )
         return [prime + row for row in rows]
 
@@ -72,6 +83,7 @@ class EventSamples:
     sample_rate: int = 22050
     rendered_by: str = ""
     continuations: bool = False  # primed by a MIREX prompt: each continuation is also written in its format
+    prime_end: float | None = None  # where the prime ends in the pictures (frames of `velocity_roll`)
 
     def __str__(self) -> str:
         notes = ", ".join(str(score.note_num()) for score in self.scores)
@@ -117,6 +129,7 @@ def draw(sampler: EventSampler, options, generator: torch.Generator) -> EventSam
         generator=generator,
         grammar=options.get("grammar", True),
         cache=ContinuousCache.from_options(options),
+        min_length=options.get("min_length") or 0,
     )
     decoded = [codec.decode(row) for row in ids]
     scores, dropped = [score for score, _ in decoded], [n for _, n in decoded]
@@ -133,6 +146,8 @@ def draw(sampler: EventSampler, options, generator: torch.Generator) -> EventSam
         dropped,
         0 if prime is None else len(prime) - 1,
         continuations=bool(options.get("prime_json")),
+        # the prime's last note-off, on the pictures' grid
+        prime_end=None if prime is None else len(events.velocity_roll(codec.decode(prime.tolist())[0])),
     )
     if renderer:
         samples.audio = [renderer.render(score) for score in scores]
@@ -148,7 +163,9 @@ def write(samples: EventSamples, out_dir: Path) -> list[Path]:
         path = out_dir / f"sample_{i:03d}.mid"
         with atomic_path(path) as tmp:
             score.dump_midi(str(tmp))
-        midi.save_roll_png(roll, path.with_suffix(".png"), title=f"sample {i} (shade: velocity)")
+        midi.save_roll_png(
+            roll, path.with_suffix(".png"), title=f"sample {i} (shade: velocity)", prime_end=samples.prime_end
+        )
         written += [path, path.with_suffix(".png")]
         if samples.continuations:
             written.append(mirex.write_generation(score, path.with_suffix(".json")))

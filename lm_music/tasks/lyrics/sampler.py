@@ -121,6 +121,7 @@ def draw(sampler: LyricsSampler, options, generator: torch.Generator) -> TextSam
     """`options`: the sample options' keys (prime, artist, top_k, top_p, ...)."""
     refuse_option("prime_json", options, "event-token (e.g. pretrained=pop909)")
     refuse_option("prime_midi", options, "piano-roll and event-token")
+    refuse_option("min_length", options, "event-token")
     artists = [options.artist] * options.num_samples if options.get("artist") else None
     if artists is None and sampler.conditional:
         artists = [sampler.artists[i % len(sampler.artists)] for i in range(options.num_samples)]
@@ -137,7 +138,17 @@ def draw(sampler: LyricsSampler, options, generator: torch.Generator) -> TextSam
         cache=ContinuousCache.from_options(options),
         rhyme_candidates=options.get("rhyme_candidates"),
     )
-    return TextSamples(texts, artists)
+    prime = options.get("prime") or ""
+    return TextSamples([whole_words(text, len(prime), options.length) for text in texts], artists)
+
+
+def whole_words(text: str, primed: int, length: int) -> str:
+    """A text the length limit stopped mid-word, cut back to its last whole word (the prime kept whole);
+    one the model ended, as it is."""
+    if len(text) - primed < length or text[-1:].isspace():
+        return text
+    cut = max(text.rfind(" ", primed), text.rfind("\n", primed))
+    return text[: cut + 1].rstrip(" ") if cut >= primed else text
 
 
 def write(samples: TextSamples, out_dir: Path) -> list[Path]:

@@ -103,6 +103,7 @@ def draw(sampler: PianoRollSampler, options, generator: torch.Generator) -> Roll
     refuse_option("prime_json", options, "event-token (e.g. pretrained=pop909)")
     refuse_option("cache_lambda", options, "token (lyrics and event-token)")
     refuse_option("rhyme_candidates", options, "lyrics")
+    refuse_option("min_length", options, "event-token (rolls have no end to draw)")
     renderer = AudioRenderer.from_options(options.get("audio"))  # a bad soundfont is refused before drawing
     prime = None
     if options.get("prime_midi"):
@@ -131,7 +132,7 @@ def write(samples: RollSamples, out_dir: Path) -> list[Path]:
         path = out_dir / f"sample_{i:03d}.mid"
         with atomic_path(path) as tmp:
             pm.write(str(tmp))
-        midi.save_roll_png(roll, path.with_suffix(".png"), title=f"sample {i}")
+        midi.save_roll_png(roll, path.with_suffix(".png"), title=f"sample {i}", prime_end=samples.primed)
         written += [path, path.with_suffix(".png")]
         if samples.audio:
             write_wav(path.with_suffix(".wav"), samples.audio[i], samples.sample_rate)
