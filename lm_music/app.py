@@ -89,14 +89,14 @@ class Page:
         """After a model is picked: its summary, the controls its task takes (artists for conditional
         lyrics models), its decoding defaults in their fields, the length's unit, the previous model's
         results cleared, and the loaded model, kept for the next clicks. A model that cannot be loaded is
-        one warning; the page stays with the model it had (the box goes back to it)."""
+                one error message; the page stays with the model it had (the box goes back to it, `build_app`), and
+        picked again, the model already loaded leaves the page as it is."""
         try:
             model = self.load(model_path, loaded)
         except UserError as err:
-            gr.Warning(str(err), duration=8)
-            back = gr.update(value=loaded.path) if loaded is not None else gr.skip()
-            kept = 1 + len(CONTROLS) + 3 + 1 + 3 * MAX_SAMPLES  # summary .. slots, as `picked` lists them
-            return [gr.skip()] * kept + [back, loaded]
+            raise gr.Error(str(err), duration=8) from None
+        if model is loaded:
+            return [self.describe(model), *[gr.skip()] * (len(CONTROLS) + 5 + 3 * MAX_SAMPLES), model]
         artists = list(getattr(model.sampler, "artists", []) or [])
         if not getattr(model.sampler, "conditional", False):
             artists = []
@@ -145,7 +145,7 @@ class Page:
         loaded: Model | None = None,
     ):
         """Draw samples through `generation.draw`; return the text box, the music slots, what rendered the
-        audio and the model. Bad input is one warning, and the results on the page stay as they were."""
+        audio and the model. Bad input is one error message; the results on the page stay as they were."""
         try:
             model = self.load(model_path, loaded)
             if not 1 <= int(num_samples) <= MAX_SAMPLES:
@@ -174,8 +174,7 @@ class Page:
             samples = draw(model, options)
             written = model.task.write(samples, Path(tempfile.mkdtemp(prefix="lm_music_app_")))
         except UserError as err:
-            gr.Warning(str(err), duration=8)
-            return [gr.skip()] * (2 + 3 * MAX_SAMPLES) + [loaded]
+            raise gr.Error(str(err), duration=8) from None
         rendered = getattr(samples, "rendered_by", "")
         rendered = gr.update(value=f"Audio rendered with {rendered}." if rendered else "")
         if model.task.page_shows == "text":
@@ -252,7 +251,16 @@ def build_app(
             model,
             loaded,
         ]
-        model.change(page.choose_model, [model, loaded], picked, api_name="choose_model")
+        # a model that cannot be loaded: its error shown once (no status badges left on the outputs), and the
+        # box put back to the model the page still has
+        model.change(
+            page.choose_model, [model, loaded], picked, api_name="choose_model", show_progress="hidden"
+        ).failure(
+            lambda kept: gr.update(value=kept.path) if kept is not None else gr.skip(),
+            loaded,
+            model,
+            api_visibility="private",
+        )
         path.submit(
             lambda p: gr.update(value=p, choices=[*find_models(runs_dir), p]),
             path,
@@ -264,13 +272,26 @@ def build_app(
             app.load(page.choose_model, [model, loaded], picked, api_visibility="private")
         inputs = [model, *(controls[c] for c in ("prime", "artist", "top_k", "top_p", "prime_midi"))]
         # Generate is disabled while a request runs, so that a second click does not queue another
-        generate.click(lambda: gr.update(interactive=False), None, generate, api_visibility="private").then(
+        results = [texts, *slots, rendered]
+        drawn = generate.click(
+            lambda: gr.update(interactive=False), None, generate, api_visibility="private"
+        ).then(
             page.generate,
             [*inputs, temperature, length, num_samples, seed, loaded],
-            [texts, *slots, rendered, loaded],
+            [*results, loaded],
             show_progress="full",
             api_name="generate",
-        ).then(lambda: gr.update(interactive=True), None, generate, api_visibility="private")
+        )
+        drawn.success(lambda: gr.update(interactive=True), None, generate, api_visibility="private")
+        # after bad input: the error shown once, the results as they were (their error badges reset), and
+        # Generate enabled again
+        drawn.failure(
+            lambda: [gr.update()] * len(results) + [gr.update(interactive=True)],
+            None,
+            [*results, generate],
+            show_progress="hidden",
+            api_visibility="private",
+        )
     return app
 
 

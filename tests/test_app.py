@@ -163,6 +163,9 @@ def test_pop909_plays_a_soundfont_piano_from_its_first_note_and_shows_its_defaul
         type_into(browser, field, value)
         browser.find_element("id", "generate").click()
         wait_for(browser, "body", 60, check=lambda e, m=message: m in e.text)
+        wait_for(browser, "body", 60, check=lambda e, m=message: m not in e.text)  # faded
+        assert "Error" not in body_text(browser)  # no badge left on the results
+        assert browser.find_element("id", "generate").is_enabled()
         type_into(browser, field, 1)
 
 

@@ -43,3 +43,15 @@ def test_an_installed_wheel_draws_and_judges_from_outside_the_repository(tmp_pat
     judged = json.loads((outside / "judged" / "evaluation.json").read_text())
     assert judged["model"] == "pretrained:bach_chorales" and "temperature 1.0" in judged["samples"]
     assert not (outside / "conf").exists()  # nothing of the checkout was needed or made
+
+    # the installed package's default audio is the SoundFont piano, from pip-installed parts only
+    render = (
+        "import pretty_midi; from lm_music.audio import AudioRenderer; from lm_music.options import sample_options;"
+        "pm = pretty_midi.PrettyMIDI(); piano = pretty_midi.Instrument(0);"
+        "piano.notes.append(pretty_midi.Note(90, 60, 0.0, 1.0)); pm.instruments.append(piano);"
+        "renderer = AudioRenderer.from_options(sample_options().audio); audio = renderer.render(pm);"
+        "print(renderer.description, len(audio), renderer.sample_rate)"
+    )
+    heard = run([sys.executable, "-c", render], outside, env).stdout.split()
+    assert " ".join(heard[:-2]) == "the SoundFont TimGM6mb.sf2 (lm_music's sampler)"
+    assert int(heard[-2]) >= int(heard[-1])  # a second of sound at least
