@@ -160,7 +160,8 @@ def _rescored(folder: Path, config: dict, data: dict) -> dict | None:
 def rejudge(folder: str | Path, data: dict, decoding: dict | None = None, score: bool = False) -> list[Path]:
     """Judge an exported folder's samples anew and write its card again (a folder exported before cards had
     a "Samples" section, or after the evaluator changed); `data`: where its data is (`path`, `source`);
-    `decoding`: new decoding defaults (temperature, top_p, the cache's) that sample.py and the card then use;
+    `decoding`: new decoding defaults (temperature, top_p, the cache's, min_length) that sample.py and the card
+    then use;
     new cache settings, or `score`, re-score the test split too (from the training command, at `data`'s path)."""
     folder = Path(folder)
     checkpoint = load_checkpoint(folder)
@@ -193,7 +194,7 @@ def rejudge(folder: str | Path, data: dict, decoding: dict | None = None, score:
 
 
 def check_decoding(decoding: dict) -> None:
-    known = ("temperature", "top_p", *CACHE_OPTIONS, "rhyme_candidates")
+    known = ("temperature", "top_p", *CACHE_OPTIONS, "rhyme_candidates", "min_length")
     unknown = set(decoding) - set(known)
     if unknown:
         raise UserError(f"decoding takes {', '.join(known)}, not {', '.join(sorted(unknown))}")
@@ -206,6 +207,9 @@ def check_decoding(decoding: dict) -> None:
     candidates = decoding.get("rhyme_candidates", 1)
     if not isinstance(candidates, int) or candidates < 1:
         raise UserError(f"decoding.rhyme_candidates must be a whole number >= 1 (1: off), got {candidates}")
+    min_length = decoding.get("min_length", 0)
+    if not isinstance(min_length, int) or min_length < 0:
+        raise UserError(f"decoding.min_length must be a whole number >= 0 (0: off), got {min_length}")
 
 
 def _judge_samples(folder: Path, data: dict) -> dict:
@@ -261,7 +265,7 @@ def main(argv: list[str]) -> None:
         "[dtype=float32|float16|bfloat16] [score=false|true] [name=NAME], or "
         "python -m lm_music.export card=EXPORTED_FOLDER [data.path=... data.source=...] "
         "[decoding.temperature=T decoding.top_p=P decoding.cache_lambda=L decoding.cache_theta=TH "
-        "decoding.rhyme_candidates=K] [score=true]"
+        "decoding.rhyme_candidates=K decoding.min_length=N] [score=true]"
     )
     known = (
         {"card", "data", "decoding", "score"}
