@@ -4,7 +4,6 @@ Lightning's requeue under plain `sbatch`. Marked `slurm` (`pytest -m slurm -n 0`
 with the reason, where the Debian packages or root are missing."""
 
 import csv
-import os
 import re
 import subprocess
 import sys
@@ -31,7 +30,11 @@ JSB = [
     "trainer.limit_test_batches=1",
     "callbacks.sample_logger.every_n_epochs=100",
 ]
-SUBMITIT = ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1"]
+SUBMITIT = [
+    "hydra/launcher=submitit_slurm",
+    "hydra.launcher.partition=debug",
+    "hydra.launcher.cpus_per_task=1",
+]
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +55,15 @@ def sbatch(cluster, script: str, folder: Path, *options: str) -> str:
     path = folder / "job.sh"
     path.write_text("#!/bin/bash\n" + script)
     out = folder / "slurm-%j.out"
-    done = cluster.run("sbatch", "--parsable", f"--chdir={ROOT}", f"--output={out}", *options, str(path))
+    done = cluster.run(
+        "sbatch",
+        "--parsable",
+        f"--chdir={ROOT}",
+        f"--output={out}",
+        "--open-mode=append",
+        *options,
+        str(path),
+    )
     return done.stdout.strip().split(";")[0]
 
 
@@ -62,7 +73,9 @@ def summary(sweep: Path) -> list[dict]:
 
 
 def test_a_submitit_sweep_runs_each_point_as_a_slurm_job(slurm, tmp_path):
-    done = train(slurm, "-m", *SUBMITIT, *JSB, "trainer.max_steps=2", "seed=1,2", f"hydra.sweep.dir={tmp_path}")
+    done = train(
+        slurm, "-m", *SUBMITIT, *JSB, "trainer.max_steps=2", "seed=1,2", f"hydra.sweep.dir={tmp_path}"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = sorted(p.name for p in tmp_path.iterdir() if (p / "metrics.json").is_file())
     assert jobs == ["0", "1"]
@@ -85,3 +98,68 @@ def test_a_failing_job_ends_the_sweep_with_its_error_line(slurm, tmp_path):
     (log,) = (tmp_path / "sweep" / ".submitit").rglob("*_log.err")
     assert line in log.read_text()  # in the job's log
     assert line in done.stderr and "(state: FAILED)" in done.stderr  # and in the sweep's output
+
+
+# The pre-emption runs: 4 epochs of 8 batches, a checkpoint at every validation (tests/test_preemption.py's)
+EPOCH = 8
+RUN = [
+    *JSB,
+    "data.batch_size=2",
+    f"trainer.limit_train_batches={EPOCH}",
+    "trainer.limit_val_batches=2",
+    "trainer.max_epochs=4",
+    "test=false",
+    "seed=3",
+    "logger=csv",
+]
+
+
+def same_weights(a: Path, b: Path) -> None:
+    whole, parts = load_checkpoint(a)["state_dict"], load_checkpoint(b)["state_dict"]
+    assert whole.keys() == parts.keys()
+    for name, tensor in whole.items():
+        assert torch.equal(tensor, parts[name]), name
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    """The same training outside SLURM, never stopped."""
+    from tests.conftest import train_run
+
+    run_dir = tmp_path_factory.mktemp("whole")
+    train_run(run_dir, RUN)
+    return run_dir
+
+
+def command(*overrides: str) -> str:
+    return " ".join([sys.executable, "train.py", *overrides]) + "\n"
+
+
+def wait_for_file(path: Path, cluster, job: str, seconds: float = 300) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert time.monotonic() < deadline, f"no {path.name} in {seconds} s (job {job}: {cluster.state(job)})"
+        assert cluster.state(job) not in ("FAILED", "COMPLETED", "CANCELLED"), cluster.state(job)
+        time.sleep(0.2)
+
+
+def test_scontrol_requeue_of_a_running_training_resumes_it_in_its_folder(slurm, tmp_path, uninterrupted):
+    """`scontrol requeue` (what pre-emption with PreemptMode=REQUEUE does): SIGTERM, `last.ckpt` at the step
+    reached, the job back with SLURM_RESTART_COUNT=1 in the same `runs/slurm-JOBID`, resumed from it with no
+    `ckpt_path`, ending with the weights of a run never stopped."""
+    marker = tmp_path / "paused"
+    pause = [
+        "+callbacks.pause._target_=tests.faults.PauseAt",
+        f"+callbacks.pause.step={EPOCH + 3}",
+        f"+callbacks.pause.marker={marker}",
+    ]
+    job = sbatch(slurm, command(*RUN, *pause, f"paths.log_dir={tmp_path}"), tmp_path, "--requeue")
+    wait_for_file(marker, slurm, job)
+    slurm.run("scontrol", "requeue", job)
+    assert slurm.wait(job, ("COMPLETED", "FAILED"), 600) == "COMPLETED"
+    run_dir = tmp_path / "jsb_chorales" / "runs" / f"slurm-{job}"
+    log = (tmp_path / f"slurm-{job}.out").read_text()
+    assert f"interrupted at step {EPOCH + 3}: saved" in log, log[-3000:]
+    assert f"SLURM_RESTART_COUNT=1): resuming from {run_dir / 'checkpoints' / 'last.ckpt'}" in log
+    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 4 * EPOCH
+    same_weights(uninterrupted / "checkpoints" / "last.ckpt", run_dir / "checkpoints" / "last.ckpt")
