@@ -163,3 +163,52 @@ def test_scontrol_requeue_of_a_running_training_resumes_it_in_its_folder(slurm, 
     assert f"SLURM_RESTART_COUNT=1): resuming from {run_dir / 'checkpoints' / 'last.ckpt'}" in log
     assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 4 * EPOCH
     same_weights(uninterrupted / "checkpoints" / "last.ckpt", run_dir / "checkpoints" / "last.ckpt")
+
+
+def test_a_time_limit_with_sigusr1_requeues_through_lightning_under_plain_sbatch(
+    slurm, tmp_path, uninterrupted
+):
+    """`#SBATCH --signal=SIGUSR1@90` and `--requeue`, `srun python train.py`: Lightning saves `hpc_ckpt_1.ckpt` in the run folder and
+    requeues the job itself before the limit; it comes back to `runs/slurm-JOBID` and completes there with the
+    weights of a run never stopped. The run waits at a step for the signal (SLURM checks limits every ~30 s)."""
+    marker = tmp_path / "paused"
+    pause = [  # waits, up to 170 s, for the SIGTERM that follows Lightning's own `scontrol requeue`
+        "+callbacks.pause._target_=tests.faults.PauseAt",
+        f"+callbacks.pause.step={EPOCH + 3}",
+        f"+callbacks.pause.marker={marker}",
+        "+callbacks.pause.timeout=170",
+    ]
+    # srun: `--signal` without `B:` goes to the job's steps, not to the batch shell
+    script = "srun " + command(*RUN, *pause, f"paths.log_dir={tmp_path}")
+    job = sbatch(slurm, script, tmp_path, "--requeue", "--time=3", "--signal=SIGUSR1@90")
+    assert slurm.wait(job, ("COMPLETED", "FAILED", "TIMEOUT"), 420) == "COMPLETED"
+    run_dir = tmp_path / "jsb_chorales" / "runs" / f"slurm-{job}"
+    log = (tmp_path / f"slurm-{job}.out").read_text()
+    assert (run_dir / "hpc_ckpt_1.ckpt").is_file(), log[-3000:]
+    assert "SLURM_RESTART_COUNT=1): resuming from" in log
+    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 4 * EPOCH
+    same_weights(uninterrupted / "checkpoints" / "last.ckpt", run_dir / "checkpoints" / "last.ckpt")
+
+
+def test_submitit_requeues_a_job_at_its_time_limit(slurm, tmp_path, uninterrupted):
+    """The submitit launcher's time limit: USR2 `signal_delay_s` before it, submitit requeues the job (at most
+    `max_num_timeout` times) and exits; the job comes back to its fixed folder and resumes from `last.ckpt`."""
+    marker = tmp_path / "paused"
+    pause = [
+        "+callbacks.pause._target_=tests.faults.PauseAt",
+        f"+callbacks.pause.step={EPOCH + 3}",
+        f"+callbacks.pause.marker={marker}",
+        "+callbacks.pause.timeout=170",
+    ]
+    limits = [
+        "hydra.launcher.timeout_min=3",
+        "hydra.launcher.signal_delay_s=90",
+        "hydra.launcher.max_num_timeout=1",
+    ]
+    sweep = tmp_path / "sweep"
+    done = train(slurm, "-m", *SUBMITIT, *limits, *RUN, *pause, f"hydra.sweep.dir={sweep}", timeout=480)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
+    assert "SLURM_RESTART_COUNT=1): resuming from" in log, log[-3000:]
+    assert load_checkpoint(sweep / "0" / "checkpoints" / "last.ckpt")["global_step"] == 4 * EPOCH
+    same_weights(uninterrupted / "checkpoints" / "last.ckpt", sweep / "0" / "checkpoints" / "last.ckpt")
