@@ -4,6 +4,7 @@ Lightning's requeue under plain `sbatch`. Marked `slurm` (`pytest -m slurm -n 0`
 with the reason, where the Debian packages or root are missing."""
 
 import csv
+import json
 import re
 import subprocess
 import sys
@@ -212,3 +213,31 @@ def test_submitit_requeues_a_job_at_its_time_limit(slurm, tmp_path, uninterrupte
     assert "SLURM_RESTART_COUNT=1): resuming from" in log, log[-3000:]
     assert load_checkpoint(sweep / "0" / "checkpoints" / "last.ckpt")["global_step"] == 4 * EPOCH
     same_weights(uninterrupted / "checkpoints" / "last.ckpt", sweep / "0" / "checkpoints" / "last.ckpt")
+
+
+def test_ddp_ranks_as_slurm_tasks_train_as_two_processes_do(slurm, tmp_path):
+    """`hydra.launcher.tasks_per_node=2 trainer=ddp trainer.devices=2` on the CPU (gloo): each SLURM task is a
+    rank (Lightning reads them from SLURM), rank 0 alone writes, and the run ends where a two-process run
+    outside SLURM (`trainer=ddp`: Lightning starts the second rank) with the same seed ends."""
+    from tests.conftest import run_script
+
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.precision=32", "trainer.devices=2"]
+    common = [*JSB, *ddp, "data.batch_size=16", "trainer.max_epochs=1", "seed=4"]
+    done = run_script("train.py", *common, f"hydra.run.dir={tmp_path / 'outside'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    outside = json.loads((tmp_path / "outside" / "metrics.json").read_text())
+    sweep = tmp_path / "sweep"
+    done = train(
+        slurm, "-m", *SUBMITIT, "hydra.launcher.tasks_per_node=2", *common, f"hydra.sweep.dir={sweep}"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    inside = json.loads((sweep / "0" / "metrics.json").read_text())
+    assert inside["global_step"] == outside["global_step"] == 8  # 15 batches of 16 shared by two ranks
+    for metric in ("val/nll", "test/nll"):
+        assert inside[metric] == pytest.approx(outside[metric], rel=1e-5), metric
+    names = sorted(p.name for p in (sweep / "0" / "checkpoints").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "outside" / "checkpoints").iterdir())
+    logs = {p.name: p.read_text() for p in (sweep / ".submitit").rglob("*_log.out")}
+    assert len(logs) == 2 and all(
+        "[rank: 1]" in text for name, text in logs.items() if name.endswith("_1_log.out")
+    )
