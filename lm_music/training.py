@@ -16,6 +16,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
+from lm_music.audio import AudioRenderer
 from lm_music.cache import ContinuousCache
 from lm_music.callbacks import (
     AdaptThreads,
@@ -188,6 +189,7 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
 
+    AudioRenderer.from_options(cfg.get("audio"))  # a bad audio.soundfont: one line now, not after the data
     ckpt_path = _resolve_ckpt_path(cfg)
     if ckpt_path and cfg.get("init_from"):
         raise UserError("give ckpt_path= (resume or score a run) or init_from= (fine-tune a model), not both")

@@ -25,7 +25,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-DAEMONS = ("munged", "mariadbd", "mariadb-install-db", "slurmdbd", "slurmctld", "slurmd", "sinfo", "sbatch", "sacct")
+DAEMONS = (
+    "munged",
+    "mariadbd",
+    "mariadb-install-db",
+    "slurmdbd",
+    "slurmctld",
+    "slurmd",
+    "sinfo",
+    "sbatch",
+    "sacct",
+)
 CPUS = 4  # more than this machine's 2 cores (config_overrides): a DDP job of 2 ranks beside a sweep's jobs
 
 
@@ -77,7 +87,9 @@ class Cluster:
                 return state
             time.sleep(1)
         logs = "\n".join(p.read_text()[-1500:] for p in self.root.glob("log/*.log"))
-        raise AssertionError(f"job {job} did not reach {states} in {seconds} s (it is {self.state(job)!r})\n{logs}")
+        raise AssertionError(
+            f"job {job} did not reach {states} in {seconds} s (it is {self.state(job)!r})\n{logs}"
+        )
 
 
 def _config(root: Path, ports: dict) -> None:
@@ -153,7 +165,9 @@ def _wait_until(test, seconds: float, what: str, root: Path) -> None:
         if test():
             return
         time.sleep(0.2)
-    logs = "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in sorted(root.glob("log/*")) if p.is_file())
+    logs = "\n".join(
+        f"--- {p.name}\n{p.read_text()[-1500:]}" for p in sorted(root.glob("log/*")) if p.is_file()
+    )
     raise RuntimeError(f"the test SLURM cluster: {what} did not happen in {seconds} s\n{logs}")
 
 
@@ -201,7 +215,9 @@ def cluster() -> Iterator[Cluster]:
             "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"
         )
         for _ in range(50):  # the socket appears a moment before the server takes logins
-            if not subprocess.run(["mariadb", f"--socket={db_socket}", "-uroot", "-e", grant], capture_output=True).returncode:
+            if not subprocess.run(
+                ["mariadb", f"--socket={db_socket}", "-uroot", "-e", grant], capture_output=True
+            ).returncode:
                 break
             time.sleep(0.2)
         start(_binary("slurmdbd"), "-D")  # reads slurmdbd.conf beside $SLURM_CONF

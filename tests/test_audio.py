@@ -47,7 +47,9 @@ def test_the_default_renderer_is_a_soundfont_piano_not_sine_waves():
     assert default.renderer == "soundfont" and "TimGM6mb.sf2" in default.description
     middle_c = piece((60, 0.0, 1.5, 100))
     assert sounds_like_an_instrument(default.render(middle_c), MIDDLE_C)
-    assert not sounds_like_an_instrument(AudioRenderer("sine").render(middle_c), MIDDLE_C)  # the check can fail
+    assert not sounds_like_an_instrument(
+        AudioRenderer("sine").render(middle_c), MIDDLE_C
+    )  # the check can fail
 
 
 @pytest.mark.parametrize("key", [33, 48, 55, 60, 65, 72, 84, 96])

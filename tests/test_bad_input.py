@@ -105,6 +105,24 @@ def test_unknown_config_key_keeps_hydra_strict(tmp_path):
     assert result.returncode != 0 and "hiden_size" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_missing_soundfont_is_one_line_before_anything_runs(tmp_path):
+    """sample.py and train.py: `audio.soundfont` names a file that is not there."""
+    missing = tmp_path / "grand.sf2"
+    sample = run_script(
+        "sample.py", "pretrained=nottingham", f"audio.soundfont={missing}", f"out_dir={tmp_path}/s"
+    )
+    assert (
+        sample.stderr.strip().splitlines()[-1]
+        == f"error: audio.soundfont={missing}: no such file; give an .sf2 or .sf3 SoundFont"
+    )
+    assert not (tmp_path / "s").exists()
+    train = run_script(
+        "train.py", "experiment=jsb_chorales", f"audio.soundfont={missing}", f"hydra.run.dir={tmp_path}/run"
+    )
+    assert train.returncode != 0 and "Traceback" not in train.stderr
+    assert f"error: audio.soundfont={missing}: no such file" in train.stderr
+
+
 @pytest.mark.parametrize(("args", "message"), [(["num_samples=0"], "num_samples must be at least 1")])
 def test_sample_counts(tmp_path, args, message):
     result = run_script("sample.py", f"ckpt_path={tmp_path}/none.ckpt", *args)

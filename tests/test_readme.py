@@ -47,6 +47,11 @@ NOT_RUN = {
     "train.py experiment=piano_midi trainer=ddp trainer.devices=4 trainer.num_nodes=2 "
     "hydra.run.dir=logs/piano_midi/run1": "two machines of 4 GPUs",
     "tensorboard --logdir logs": "a server that runs until stopped; tensorboard's own command",
+    "python sample.py pretrained=pop909 audio.renderer=fluidsynth": "needs pyfluidsynth and libfluidsynth, "
+    "which pip cannot install (tests/test_audio.py renders with FluidSynth where they are installed)",
+    "srun python train.py experiment=piano_midi": "a line of an sbatch script: tests/test_slurm.py runs that "
+    "script (a smaller training) against a live SLURM cluster, through a time limit and Lightning's requeue",
+    "python -m tests.slurm_cluster": "a cluster that runs until Ctrl-C: tests/test_slurm.py starts the same one",
     "python -m lm_music.mlflow_server": "a server that runs until stopped (tests/test_mlflow.py starts one)",
     "export MLFLOW_TRACKING_URI=http://127.0.0.1:5000": "a shell setting for the lines after it; the test runs "
     "them against the local store (tests/test_mlflow.py against a server)",
@@ -195,6 +200,10 @@ def map_placeholders(command: Command, runs: Callable[[], "Runs"], scratch: Path
                 value = str(small_midi_folder(scratch, value.removeprefix("PATH/")))
             elif value.startswith("PATH/"):
                 value = str(data_path(f"polyphonic/{value.removeprefix('PATH/')}"))
+        elif sep and key == "audio.soundfont" and value.startswith("PATH"):  # a real SoundFont: pretty_midi's
+            from lm_music.audio import default_soundfont
+
+            value = str(default_soundfont())
         elif sep and key == "ckpt_path":
             found = LOGS_CKPT.fullmatch(value)
             if found:
