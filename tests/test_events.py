@@ -398,3 +398,22 @@ def test_a_mirex_prompt_round_trips_and_its_continuation_is_written_in_the_forma
         UserError, match="prime_json= is for event-token .* models; this model does not take it"
     ):
         sample_run(["pretrained=jsb_chorales", f"prime_json={file}", f"out_dir={tmp_path}/jsb"])
+
+
+def test_trim_lead_in_cuts_whole_empty_bars_and_keeps_tempo_and_timing():
+    from lm_music.tasks.events.codec import trim_lead_in
+
+    score = symusic.Score(480)
+    score.tempos.append(symusic.Tempo(0, 90.0))
+    score.time_signatures.append(symusic.TimeSignature(0, 4, 4))
+    track = symusic.Track("Piano", 0)
+    bar = 4 * 480
+    track.notes.extend([symusic.Note(3 * bar + 240, 480, 60, 80), symusic.Note(4 * bar, 480, 64, 70)])
+    track.pedals.append(symusic.Pedal(3 * bar, 960))
+    score.tracks.append(track)
+    trimmed = trim_lead_in(score)
+    assert [(n.time, n.pitch, n.velocity) for n in trimmed.tracks[0].notes] == [(240, 60, 80), (bar, 64, 70)]
+    assert [(t.time, round(t.qpm, 3)) for t in trimmed.tempos] == [(0, 90.0)]  # symusic keeps microseconds
+    assert [(s.time, s.numerator) for s in trimmed.time_signatures] == [(0, 4)]
+    assert [(p.time, p.duration) for p in trimmed.tracks[0].pedals] == [(0, 960)]
+    assert trim_lead_in(trimmed).tracks[0].notes[0].time == 240  # from its first bar already: as it is

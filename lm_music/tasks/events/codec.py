@@ -109,6 +109,37 @@ def read_score(path: str | Path, tracks: str = "merge"):
     return score
 
 
+def trim_lead_in(score):
+    """The Score from its first bar with a note: the empty bars before it cut, the tempo, time and key
+    signatures in force there kept at time 0. POP909's files open with up to 28 s of rest (aligned to their
+    recordings), from which a model learns to open with empty bars, then to end the piece there."""
+    import symusic
+
+    starts = [int(t.notes.numpy()["time"].min()) for t in score.tracks if t.note_num()]
+    signature = score.time_signatures[0] if len(score.time_signatures) else None
+    bar = score.ticks_per_quarter * 4 * (signature.numerator / signature.denominator if signature else 1)
+    shift = int(min(starts) // bar * bar) if starts else 0
+    if shift <= 0:
+        return score
+    trimmed = score.copy()
+
+    def from_shift(events, make):
+        before = [e for e in events if e.time <= shift]
+        return ([make(before[-1])] if before else []) + [e for e in events if e.time > shift]
+
+    trimmed.tempos = from_shift(score.tempos, lambda e: symusic.Tempo(shift, e.qpm))
+    trimmed.time_signatures = from_shift(
+        score.time_signatures, lambda e: symusic.TimeSignature(shift, e.numerator, e.denominator)
+    )
+    trimmed.key_signatures = from_shift(
+        score.key_signatures, lambda e: symusic.KeySignature(shift, e.key, e.tonality)
+    )
+    for track in trimmed.tracks:
+        track.pedals = [p for p in track.pedals if p.time >= shift]
+        track.controls = [c for c in track.controls if c.time >= shift]
+    return trimmed.shift_time(-shift)
+
+
 def note_count(score) -> int:
     """Pitched notes on the 88 keys: what `bits per note` divides by, the same whatever the tokenizer."""
     total = 0

@@ -39,6 +39,7 @@ from lm_music.tasks.events.codec import (
     read_notes,
     seconds,
     tokenizer_params,
+    trim_lead_in,
 )
 
 log = logging.getLogger(__name__)
@@ -81,14 +82,26 @@ def _train_bpe(tokenizer, scores: list, vocab_size: int) -> None:
 
 
 def tokenize_folder(
-    path: Path, settings: dict, seed: int, valid_fraction: float, test_fraction: float, adopted: dict | None
+    path: Path,
+    settings: dict,
+    seed: int,
+    valid_fraction: float,
+    test_fraction: float,
+    adopted: dict | None,
+    trim: bool = False,
 ) -> Tokenized:
     """Read, split and tokenize a folder (`settings`: those of `events.make_tokenizer`, and
-    `bpe_vocab_size`); with `adopted`, a checkpoint's tokenizer instead of a new one."""
+    `bpe_vocab_size`); with `adopted`, a checkpoint's tokenizer instead of a new one; `trim`: each piece from
+    its first bar with a note (`codec.trim_lead_in`)."""
     tracks = (
         settings["tracks"] if adopted is None else EventCodec(adopted).tracks
     )  # as the model read its data
-    scores, skipped = read_folder(path, lambda file: read_notes(file, tracks))
+
+    def read(file):
+        score = read_notes(file, tracks)
+        return trim_lead_in(score) if trim and score is not None else score
+
+    scores, skipped = read_folder(path, read)
     names = split_pieces(path, {name: name for name in scores}, seed, valid_fraction, test_fraction)
     if adopted is not None:
         tokenizer = load_tokenizer(adopted)
@@ -185,6 +198,7 @@ class EventDataModule(SequenceDataModule):
         num_workers: int = 0,
         cache_dir: str = "data/cache",
         augment_transpose: int = 0,
+        trim_lead_in: bool = False,
     ) -> None:
         super().__init__(batch_size, seed, num_workers)
         self.augment_transpose = check_transpose(augment_transpose)
@@ -201,7 +215,7 @@ class EventDataModule(SequenceDataModule):
             "bpe_vocab_size": bpe_vocab_size,
         }
         make_tokenizer(**{k: v for k, v in self.settings.items() if k != "bpe_vocab_size"})  # one line, now
-        self.path = path
+        self.path, self.trim_lead_in = path, trim_lead_in
         self.max_len, self.eval_max_len = max_len, eval_max_len
         self.valid_fraction, self.test_fraction = valid_fraction, test_fraction
         self.cache_dir = Path(cache_dir)
@@ -235,12 +249,18 @@ class EventDataModule(SequenceDataModule):
             if self.adopted
             else None,
             "version": CACHE_VERSION,
-        }
+        } | ({"trim_lead_in": True} if self.trim_lead_in else {})  # earlier caches keep their keys
         data = cached_tokens(
             self.cache_dir,
             key,
             lambda: tokenize_folder(
-                path, self.settings, self.seed, self.valid_fraction, self.test_fraction, self.adopted
+                path,
+                self.settings,
+                self.seed,
+                self.valid_fraction,
+                self.test_fraction,
+                self.adopted,
+                self.trim_lead_in,
             ),
         )
         self.codec = EventCodec(data.tokenizer)
