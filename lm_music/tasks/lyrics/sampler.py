@@ -104,16 +104,21 @@ class LyricsSampler(TokenSampler):
 
 @dataclass
 class TextSamples:
-    """Drawn lyrics: one text per sample (the prime first), and the artist each was drawn as."""
+    """Drawn lyrics: one text per sample (the prime first, as drawn: what the evaluator judges), and the
+    artist each was drawn as. Shown (`str`: the terminal, samples.txt, the page), a text the length limit
+    stopped mid-word ends at its last whole word (`primed` and `length`: the prime's and the limit's)."""
 
     texts: list[str]
     artists: list[str] | None = None
+    primed: int = 0
+    length: int | None = None
 
     def __str__(self) -> str:
         blocks = []
         for i, text in enumerate(self.texts):
             header = f"=== sample {i}" + (f" ({self.artists[i]})" if self.artists else "") + " ==="
-            blocks.append(f"{header}\n{text}\n")
+            shown = whole_words(text, self.primed, self.length) if self.length else text
+            blocks.append(f"{header}\n{shown}\n")
         return "\n".join(blocks)
 
 
@@ -138,8 +143,7 @@ def draw(sampler: LyricsSampler, options, generator: torch.Generator) -> TextSam
         cache=ContinuousCache.from_options(options),
         rhyme_candidates=options.get("rhyme_candidates"),
     )
-    prime = options.get("prime") or ""
-    return TextSamples([whole_words(text, len(prime), options.length) for text in texts], artists)
+    return TextSamples(texts, artists, len(options.get("prime") or ""), options.length)
 
 
 def whole_words(text: str, primed: int, length: int) -> str:
