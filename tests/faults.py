@@ -1,4 +1,5 @@
-"""Helpers of the fault tests (tests/test_preemption.py) that run inside the training process they stop."""
+"""Helpers of the fault tests (tests/test_preemption.py, tests/test_slurm.py): callbacks that run inside the
+training process they stop, and the check that a stopped and resumed run ends as an uninterrupted one."""
 
 import csv
 import io
@@ -6,6 +7,9 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
+
+from lm_music.checkpoints import load_checkpoint
 
 
 class PauseAt(pl.Callback):
@@ -92,3 +96,11 @@ def last_logged_step(metrics_csv: Path) -> int:
     except FileNotFoundError:
         return -1
     return max((int(row["step"]) for row in rows if row.get("step", "").isdigit()), default=-1)
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    """Two checkpoints hold equal tensors, bit for bit."""
+    whole, parts = load_checkpoint(a)["state_dict"], load_checkpoint(b)["state_dict"]
+    assert whole.keys() == parts.keys()
+    for name, tensor in whole.items():
+        assert torch.equal(tensor, parts[name]), name

@@ -171,10 +171,23 @@ def _wait_until(test, seconds: float, what: str, root: Path) -> None:
     raise RuntimeError(f"the test SLURM cluster: {what} did not happen in {seconds} s\n{logs}")
 
 
+def _job_processes(conf: Path) -> list[int]:
+    """The processes the cluster's jobs left (slurmstepd, batch scripts, srun, the job's python): every
+    process whose environment names this cluster's slurm.conf. Stopping slurmd does not end them."""
+    wanted = f"SLURM_CONF={conf}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if wanted in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+    return found
+
+
 @contextlib.contextmanager
 def cluster() -> Iterator[Cluster]:
     """Start munged, MariaDB, slurmdbd, slurmctld and slurmd in a temporary folder; yield once the node is
-    idle; stop every daemon by its pid and remove the folder."""
+    idle; stop every daemon by its pid, then what its jobs left running, and remove the folder."""
     if reason := missing():
         raise RuntimeError(reason)
     root = Path(tempfile.mkdtemp(prefix="lm_music_slurm_"))
@@ -240,6 +253,9 @@ def cluster() -> Iterator[Cluster]:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+        for pid in _job_processes(root / "slurm.conf"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         shutil.rmtree(root, ignore_errors=True)
 
 

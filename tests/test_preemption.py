@@ -19,7 +19,7 @@ import torch
 
 from lm_music.checkpoints import load_checkpoint
 from tests.conftest import ROOT, TINY_MUSIC, data_path, train_run
-from tests.faults import last_logged_step
+from tests.faults import assert_same_weights, last_logged_step
 
 # 8 batches an epoch, 4 epochs; samples logged every epoch, a CSV row and a TensorBoard point every step.
 EPOCH = 8
@@ -83,13 +83,6 @@ def _scalars(tb_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return out
 
 
-def _assert_same_weights(a: Path, b: Path) -> None:
-    whole, parts = load_checkpoint(a)["state_dict"], load_checkpoint(b)["state_dict"]
-    assert whole.keys() == parts.keys()
-    for name, tensor in whole.items():
-        assert torch.equal(tensor, parts[name]), name
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("whole")
@@ -124,7 +117,7 @@ def test_three_sigterms_and_resumes_reach_the_uninterrupted_run(tmp_path, uninte
     assert final["global_step"] == TOTAL_STEPS
     assert (run_dir / "metrics.json").is_file()
 
-    _assert_same_weights(uninterrupted / "checkpoints" / "last.ckpt", run_dir / "checkpoints" / "last.ckpt")
+    assert_same_weights(uninterrupted / "checkpoints" / "last.ckpt", run_dir / "checkpoints" / "last.ckpt")
     # The folder keeps what conf/callbacks/default.yaml says, and the best is the whole run's best.
     names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert names == sorted(p.name for p in (uninterrupted / "checkpoints").iterdir())
@@ -252,7 +245,7 @@ def test_sigkill_at_random_moments_then_resume_each_time(tmp_path):
     # The weights of a run never stopped: every resume went on where its checkpoint was written.
     whole = tmp_path / "whole"
     train_run(whole, overrides)
-    _assert_same_weights(whole / "checkpoints" / "last.ckpt", last)
+    assert_same_weights(whole / "checkpoints" / "last.ckpt", last)
 
 
 @pytest.mark.slow
@@ -388,7 +381,7 @@ def test_step_checkpoints_save_an_epochs_last_batch_after_its_validation_and_go_
 
     whole = tmp_path / "whole"
     train_run(whole, [*STEP_SAVES, "trainer.max_epochs=3"])
-    _assert_same_weights(whole / "checkpoints" / "last.ckpt", last)
+    assert_same_weights(whole / "checkpoints" / "last.ckpt", last)
     _assert_same_rows(_csv_rows(run_dir / "csv" / "metrics.csv"), _csv_rows(whole / "csv" / "metrics.csv"))
     assert sorted(p.name for p in last.parent.iterdir()) == sorted(
         p.name for p in (whole / "checkpoints").iterdir()

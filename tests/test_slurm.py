@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from lm_music.checkpoints import load_checkpoint
 from tests import slurm_cluster
 from tests.conftest import ROOT, TINY_MUSIC, data_path
+from tests.faults import assert_same_weights
 
 pytestmark = [
     pytest.mark.slurm,
@@ -115,13 +115,6 @@ RUN = [
 ]
 
 
-def same_weights(a: Path, b: Path) -> None:
-    whole, parts = load_checkpoint(a)["state_dict"], load_checkpoint(b)["state_dict"]
-    assert whole.keys() == parts.keys()
-    for name, tensor in whole.items():
-        assert torch.equal(tensor, parts[name]), name
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Path:
     """The same training outside SLURM, never stopped."""
@@ -163,7 +156,7 @@ def test_scontrol_requeue_of_a_running_training_resumes_it_in_its_folder(slurm, 
     assert f"interrupted at step {EPOCH + 3}: saved" in log, log[-3000:]
     assert f"SLURM_RESTART_COUNT=1): resuming from {run_dir / 'checkpoints' / 'last.ckpt'}" in log
     assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 4 * EPOCH
-    same_weights(uninterrupted / "checkpoints" / "last.ckpt", run_dir / "checkpoints" / "last.ckpt")
+    assert_same_weights(uninterrupted / "checkpoints" / "last.ckpt", run_dir / "checkpoints" / "last.ckpt")
 
 
 def test_a_time_limit_with_sigusr1_requeues_through_lightning_under_plain_sbatch(
@@ -188,7 +181,7 @@ def test_a_time_limit_with_sigusr1_requeues_through_lightning_under_plain_sbatch
     assert (run_dir / "hpc_ckpt_1.ckpt").is_file(), log[-3000:]
     assert "SLURM_RESTART_COUNT=1): resuming from" in log
     assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 4 * EPOCH
-    same_weights(uninterrupted / "checkpoints" / "last.ckpt", run_dir / "checkpoints" / "last.ckpt")
+    assert_same_weights(uninterrupted / "checkpoints" / "last.ckpt", run_dir / "checkpoints" / "last.ckpt")
 
 
 def test_submitit_requeues_a_job_at_its_time_limit(slurm, tmp_path, uninterrupted):
@@ -212,7 +205,9 @@ def test_submitit_requeues_a_job_at_its_time_limit(slurm, tmp_path, uninterrupte
     log = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
     assert "SLURM_RESTART_COUNT=1): resuming from" in log, log[-3000:]
     assert load_checkpoint(sweep / "0" / "checkpoints" / "last.ckpt")["global_step"] == 4 * EPOCH
-    same_weights(uninterrupted / "checkpoints" / "last.ckpt", sweep / "0" / "checkpoints" / "last.ckpt")
+    assert_same_weights(
+        uninterrupted / "checkpoints" / "last.ckpt", sweep / "0" / "checkpoints" / "last.ckpt"
+    )
 
 
 def test_ddp_ranks_as_slurm_tasks_train_as_two_processes_do(slurm, tmp_path):
