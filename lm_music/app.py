@@ -89,12 +89,13 @@ class Page:
         """After a model is picked: its summary, the controls its task takes (artists for conditional
         lyrics models), its decoding defaults in their fields, the length's unit, the previous model's
         results cleared, and the loaded model, kept for the next clicks. A model that cannot be loaded is
-                one error message; the page stays with the model it had (the box goes back to it, `build_app`), and
+        one error message; the page stays with the model it had (the box goes back to it, `build_app`), and
         picked again, the model already loaded leaves the page as it is."""
         try:
             model = self.load(model_path, loaded)
         except UserError as err:
             raise gr.Error(str(err), duration=8) from None
+        # `picked` in build_app: summary, controls, temperature, length, rendered, texts, slots, box, model
         if model is loaded:
             return [self.describe(model), *[gr.skip()] * (len(CONTROLS) + 5 + 3 * MAX_SAMPLES), model]
         artists = list(getattr(model.sampler, "artists", []) or [])
