@@ -138,6 +138,28 @@ def network_settings(checkpoint: dict) -> dict:
     return {k: v for k, v in checkpoint["hyper_parameters"].items() if k not in TRAINING_ARGS}
 
 
+def rows_by_name(weights: dict, fresh: dict, old_names: list[str], new_names: list[str]) -> dict:
+    """`weights` of a token model for a grown vocabulary (`fresh`: the new net's own weights): each tensor with
+    a row per token (the embedding, the head) gets its rows moved to where the new vocabulary puts the same
+    token; the new tokens keep `fresh`'s rows. Fine-tuning a model onto added tokens (`init_from=`)."""
+    where = [old_names.index(name) if name in old_names else -1 for name in new_names]
+    moved = dict(weights)
+    for key, value in weights.items():
+        target = fresh.get(key)
+        if (
+            target is not None
+            and value.shape != target.shape
+            and value.shape[1:] == target.shape[1:]
+            and (len(value), len(target)) == (len(old_names), len(new_names))
+        ):
+            rows = target.clone()
+            for new, old in enumerate(where):
+                if old >= 0:
+                    rows[new] = value[old]
+            moved[key] = rows
+    return moved
+
+
 def check_weights(net: torch.nn.Module, state_dict: dict, where: str) -> None:
     """Load `state_dict` (no `net.` prefix) into `net`, or one line saying how the two differ."""
     expected = net.state_dict()

@@ -14,12 +14,17 @@ StepFn = Callable[[torch.Tensor, object], tuple[torch.Tensor, object]]
 
 @torch.inference_mode()
 def generate(
-    step: StepFn, prime: torch.Tensor, length: int, draw: Callable[[torch.Tensor], torch.Tensor]
+    step: StepFn,
+    prime: torch.Tensor,
+    length: int,
+    draw: Callable[[torch.Tensor], torch.Tensor],
+    finished: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
     """Run `step` over the prime (B, P, ...), then draw `length` more steps, feeding each draw back.
 
     `step(inputs (B, T, ...), state) -> (logits (B, T, ...), state)`; `draw(logits (B, ...)) -> (B, ...)`.
-    Returns the drawn steps (B, length, ...), without the prime.
+    Returns the drawn steps (B, up to length, ...), without the prime: fewer once `finished()` says every
+    row has ended.
 
     oneDNN is switched off on the CPU here: its LSTM pays a fixed cost of several milliseconds a call, which
     is nearly all of a one-step call's time (bench/sampling.py). Training keeps it: there it is the fast path.
@@ -30,6 +35,8 @@ def generate(
         for i in range(length):
             token = draw(logits[:, -1])
             drawn.append(token)
+            if finished is not None and finished():
+                break
             if i + 1 < length:
                 logits, state = step(token[:, None], state)
     return torch.stack(drawn, dim=1)

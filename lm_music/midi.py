@@ -220,9 +220,15 @@ def roll_to_midi(
     return pm
 
 
-def _roll_canvas(roll: np.ndarray, title: str | None, prime_end: float | None = None):
+def _roll_canvas(
+    roll: np.ndarray,
+    title: str | None,
+    prime_end: float | None = None,
+    infilled: tuple[float, float] | None = None,
+):
     """A drawn matplotlib canvas of the roll (Agg, no pyplot: no global state, no display needed); a dashed
-    line at `prime_end` (frames) where the prime ends and the drawn music begins."""
+    line at `prime_end` (frames) where the prime ends and the drawn music begins; `infilled` (frames from,
+    to): the bars a model wrote into a piece, shaded and framed."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -244,6 +250,11 @@ def _roll_canvas(roll: np.ndarray, title: str | None, prime_end: float | None = 
         ax.axvline(prime_end, color="tab:red", linestyle="--", linewidth=1.5)
         ax.text(prime_end, HIGHEST_PITCH, " drawn \u2192", color="tab:red", va="top", ha="left")
         ax.text(prime_end, HIGHEST_PITCH, "\u2190 prime ", color="tab:red", va="top", ha="right")
+    if infilled:
+        ax.axvspan(*infilled, color="tab:red", alpha=0.12)
+        for x in infilled:
+            ax.axvline(x, color="tab:red", linestyle="--", linewidth=1.5)
+        ax.text(sum(infilled) / 2, HIGHEST_PITCH, "infilled", color="tab:red", va="top", ha="center")
     ax.set_xlabel("frame")
     ax.set_ylabel("MIDI pitch")
     if title:
@@ -259,10 +270,14 @@ def roll_image(roll: np.ndarray, title: str | None = None) -> np.ndarray:
 
 
 def save_roll_png(
-    roll: np.ndarray, path: str | Path, title: str | None = None, prime_end: float | None = None
+    roll: np.ndarray,
+    path: str | Path,
+    title: str | None = None,
+    prime_end: float | None = None,
+    infilled: tuple[float, float] | None = None,
 ) -> None:
     """Piano-roll picture (time on x, pitch on y), for sample logs and eyeballing data; `prime_end` marks
-    where a prime ends (frames)."""
-    canvas = _roll_canvas(roll, title, prime_end)
+    where a prime ends, `infilled` the bars a model wrote into a piece (frames)."""
+    canvas = _roll_canvas(roll, title, prime_end, infilled)
     with atomic_path(path) as tmp:
         canvas.figure.savefig(tmp, format="png")

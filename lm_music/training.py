@@ -33,6 +33,7 @@ from lm_music.checkpoints import (
     module_from_checkpoint,
     network_settings,
     network_weights,
+    rows_by_name,
     task_of,
 )
 from lm_music.distributed import evaluator, in_multirun, progress, safe_strategy
@@ -156,19 +157,29 @@ def _resolve_ckpt_path(cfg: DictConfig) -> str | None:
     return str(last)
 
 
-def _fine_tuned(cfg: DictConfig, initial: dict):
+def _fine_tuned(cfg: DictConfig, initial: dict, data_kwargs: dict):
     """`init_from=`: the model's network and weights (its architecture and sizes, its vocabulary or grid),
-    trained with this config's optimiser, schedule and clipping, from a fresh optimiser state."""
+    trained with this config's optimiser, schedule and clipping, from a fresh optimiser state. Where the data
+    adds tokens to the model's vocabulary (event models given `data.controls` or infilling), its rows follow
+    their tokens by name and the new tokens start from fresh rows."""
     training = {
         k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k in TRAINING_ARGS
     }
-    module = task_of(initial).lightning_module()(**network_settings(initial), **training)
-    check_weights(module.net, network_weights(initial), initial["path"])
+    task, settings = task_of(initial), network_settings(initial)
+    module = task.lightning_module()(**settings, **training)
+    weights, old_codec = network_weights(initial), getattr(module.sampler, "codec", None)
+    grown = old_codec is not None and len(task.sampler(**(settings | data_kwargs)).codec) != len(old_codec)
+    if grown:
+        module = task.lightning_module()(**(settings | data_kwargs), **training)
+        new_names = module.sampler.codec.names()
+        weights = rows_by_name(weights, module.net.state_dict(), old_codec.names(), new_names)
+    check_weights(module.net, weights, initial["path"])
     log.info(
         "init_from=%s: its network and weights (%s), this config's optimiser and schedule; model.* sizes of "
-        "the config are not used",
+        "the config are not used%s",
         cfg.init_from,
-        task_of(initial).describe(initial["hyper_parameters"]),
+        task.describe(initial["hyper_parameters"]),
+        f"; vocabulary grown from {len(old_codec)} to {len(module.sampler.codec)} tokens" if grown else "",
     )
     return module
 
@@ -209,7 +220,7 @@ def train(cfg: DictConfig) -> float | None:
     if checkpoint is not None and not cfg.train:
         model = module_from_checkpoint(checkpoint)
     elif initial is not None:
-        model = _fine_tuned(cfg, initial)
+        model = _fine_tuned(cfg, initial, datamodule.model_kwargs())
     else:
         model = build(cfg.model, **datamodule.model_kwargs(), _convert_="all")
     cache = ContinuousCache.from_options(cfg)

@@ -38,8 +38,10 @@ class Task:
 
 
 def refuse_option(key: str, options, takes: str) -> None:
-    """A sample option given to a model that does not take it: one line saying which models do."""
-    if options.get(key):
+    """A sample option given to a model that does not take it: one line saying which models do. (A group of
+    options, as `controls`, counts as given when any of its values is.)"""
+    value = options.get(key)
+    if value and (not hasattr(value, "values") or any(v is not None for v in value.values())):
         raise UserError(f"{key}= is for {takes} models; this model does not take it: leave it out")
 
 

@@ -25,6 +25,15 @@ log = logging.getLogger(__name__)
 TOKENIZERS = ("REMI", "TSD", "MIDILike", "Structured")
 TRACKS = ("merge", "programs")  # every pitched track onto one piano, or each track's program kept as tokens
 SPECIAL = ("PAD_None", "BOS_None", "EOS_None")
+# The marks of the infilling layout (MMM's, Ens & Pasquier 2020, which MidiTok describes but whose vocabulary
+# has none): a bar cut out of the piece, and the start and end of the bars asked for after it (`infill.py`).
+INFILL = ("Infill_Bar", "FillBar_Start", "FillBar_End")
+# Bar attribute controls (MidiTok's `attribute_controls`), by the names of `data.controls` and `controls.*`:
+# the tokenizer settings that add each. A control's tokens follow the bar's Bar token (`with_controls_after_bar`).
+CONTROLS = {
+    "note_density": {"ac_note_density_bar": True, "ac_note_density_bar_max": 18},
+    "polyphony": {"ac_polyphony_bar": True, "ac_polyphony_min": 1, "ac_polyphony_max": 6},
+}
 PITCHED = (
     "Pitch",
     "NoteOn",
@@ -39,11 +48,14 @@ def make_tokenizer(
     use_sustain_pedals: bool = True,
     use_tempos: bool = True,
     tracks: str = "merge",
+    controls: Sequence[str] = (),
+    infilling: bool = False,
 ):
     """A fresh MidiTok tokenizer from the config's settings (`data.tokenizer`, `data.num_velocities`, ...).
 
     `beat_res` maps beat ranges as MidiTok writes them ("0_4": 8: 8 positions a beat for the first 4 beats
     of a duration or time shift); an unknown tokenizer or track mode is one line listing the valid ones.
+    `controls` (names of `CONTROLS`) and `infilling` (the `INFILL` marks) add their tokens after the others.
     """
     import miditok
 
@@ -60,17 +72,49 @@ def make_tokenizer(
         except ValueError:
             raise UserError(f"data.beat_res keys are beat ranges like 0_4, got {span!r}") from None
         resolution[(start, end)] = int(positions)
-    config = miditok.TokenizerConfig(
-        pitch_range=(LOWEST_PITCH, HIGHEST_PITCH + 1),
-        beat_res=resolution,
-        num_velocities=num_velocities,
-        special_tokens=list(SPECIAL),
-        use_sustain_pedals=use_sustain_pedals,
-        use_tempos=use_tempos,
-        use_programs=tracks == "programs",
-        use_pitchdrum_tokens=tracks == "programs",
-    )
+    settings = {
+        "pitch_range": (LOWEST_PITCH, HIGHEST_PITCH + 1),
+        "beat_res": resolution,
+        "num_velocities": num_velocities,
+        "special_tokens": list(SPECIAL),
+        "use_sustain_pedals": use_sustain_pedals,
+        "use_tempos": use_tempos,
+        "use_programs": tracks == "programs",
+        "use_pitchdrum_tokens": tracks == "programs",
+    }
+    config = miditok.TokenizerConfig(**settings | control_settings(controls, infilling and tokenizer))
     return getattr(miditok, tokenizer)(config)
+
+
+def control_settings(controls: Sequence[str], infilling: str | bool) -> dict:
+    """The TokenizerConfig settings that add `controls` and, when `infilling` names a bar tokenizer, the
+    infilling marks: one line for an unknown control or a tokenizer without bars."""
+    settings = {}
+    for name in controls:
+        if name not in CONTROLS:
+            raise UserError(
+                f"data.controls: unknown control {name!r}; the controls are {', '.join(CONTROLS)}"
+            )
+        settings |= CONTROLS[name]
+    if infilling and infilling != "REMI":
+        raise UserError(f"data.infill_share needs data.tokenizer=REMI (its Bar tokens), got {infilling}")
+    if infilling:
+        settings["special_tokens"] = list(SPECIAL) + list(INFILL)
+    return settings
+
+
+def with_controls(params: dict, controls: Sequence[str], infilling: bool) -> dict:
+    """A checkpoint's tokenizer parameters with `controls` and the infilling marks added (fine-tuning a model
+    to infill, `init_from=`): the tokens it has keep their names; the model's rows follow them by name."""
+    config = dict(params["config"])
+    if infilling and config.get("use_programs"):
+        raise UserError("infilling needs one merged piano (data.tracks=merge)")
+    added = control_settings(controls, infilling and params.get("tokenization"))
+    if "special_tokens" in added:
+        added["special_tokens"] = list(config["special_tokens"]) + [
+            t for t in INFILL if t not in config["special_tokens"]
+        ]
+    return {**params, "config": config | added}
 
 
 def tokenizer_params(tokenizer) -> dict:
@@ -184,6 +228,11 @@ def velocity_roll(score, frames_per_beat: int = 4) -> np.ndarray:
     return roll
 
 
+def is_mark(token: str) -> bool:
+    """Tokens that carry no music to decode: the special ids, the infilling marks, attribute controls."""
+    return token.split("_")[0] in ("PAD", "BOS", "EOS", "MASK", "Infill", "FillBar") or token.startswith("AC")
+
+
 class EventCodec:
     """MIDI <-> token ids through a MidiTok tokenizer: what `CharVocab` is to text."""
 
@@ -195,6 +244,18 @@ class EventCodec:
         self.name = params["tokenization"]
         # how a MIDI file given to this model (a prime, a reference) is read: as its training data was
         self.tracks = "programs" if params.get("config", {}).get("use_programs") else "merge"
+        vocab = self.tokenizer.vocab
+        self.infilling = all(mark in vocab for mark in INFILL)
+        self.INFILL, self.FILL_START, self.FILL_END = (vocab.get(mark, -1) for mark in INFILL)
+        self.BAR = vocab.get("Bar_None", -1)
+        config = params.get("config", {})
+        # the controls this model knows (`CONTROLS`' names), and the ids of their tokens
+        self.controls = [
+            name
+            for name, added in CONTROLS.items()
+            if all(config.get(k) for k in added if k.endswith("_bar"))
+        ]
+        self.control_ids = {i for token, i in vocab.items() if token.startswith("AC")}
 
     @classmethod
     def of(cls, tokenizer) -> "EventCodec":
@@ -205,13 +266,50 @@ class EventCodec:
         """The vocabulary size (BPE tokens included): the token model's input and output size."""
         return len(self.tokenizer)
 
-    def encode(self, score, bos: bool = True, eos: bool = True) -> np.ndarray:
-        """Ids of a Score (BPE-encoded when the tokenizer is trained), with the start and end ids."""
-        sequences = self.tokenizer.encode(score)
+    def names(self) -> list[str]:
+        """Each id's token (`Pitch_60`, ...; BPE ids by their merged bytes): what a fine-tune onto a larger
+        vocabulary matches the rows of the model's embedding and head by."""
+        names = [""] * len(self)
+        for token, i in (self.tokenizer.vocab_model or self.tokenizer.vocab).items():
+            names[i] = token
+        return names
+
+    def encode(self, score, bos: bool = True, eos: bool = True, controls: bool = False) -> np.ndarray:
+        """Ids of a Score (BPE-encoded when the tokenizer is trained), with the start and end ids; `controls`:
+        every bar's attribute-control tokens too, right after its Bar token."""
+        indexes = None
+        if controls and self.tokenizer.attribute_controls:
+            from miditok.attribute_controls import create_random_ac_indexes
+
+            indexes = create_random_ac_indexes(score, self.tokenizer.attribute_controls, 1.0, 1.0)
+        sequences = self.tokenizer.encode(score, attribute_controls_indexes=indexes)
         if isinstance(sequences, list):  # one sequence per track: a merged score has one
             sequences = sequences[0] if sequences else None
         ids = list(sequences.ids) if sequences is not None else []
+        if indexes is not None:
+            ids = self.with_controls_after_bar(ids)
         return np.array([self.BOS] * bos + ids + [self.EOS] * eos, dtype=np.int32)
+
+    def with_controls_after_bar(self, ids: list[int]) -> list[int]:
+        """MidiTok writes a bar's controls after its time signature (and a tempo at its first position, then
+        that position again); here they follow the Bar token at once, so that a sampler can give them as soon
+        as a bar begins, and the rest is the sequence MidiTok writes without controls."""
+        positions = {i for token, i in self.tokenizer.vocab.items() if token.startswith("Position_")}
+        out: list[int] = []
+        bar_at, position = None, None
+        for i in ids:
+            if i == self.BAR:
+                bar_at, position = len(out) + 1, None
+                out.append(i)
+            elif i in self.control_ids and bar_at is not None:
+                out.insert(bar_at, i)
+                bar_at += 1
+            elif i in positions and i == position:  # the position repeated after the controls
+                continue
+            else:
+                position = i if i in positions else position
+                out.append(i)
+        return out
 
     def tokens(self, ids: Sequence[int]) -> list[str]:
         """The base tokens (`Pitch_60`, `Velocity_63`, ...) of ids, BPE undone; special ids left out."""
@@ -222,7 +320,7 @@ class EventCodec:
         if self.tokenizer.is_trained:
             self.tokenizer.decode_token_ids(sequence)
         self.tokenizer.complete_sequence(sequence)
-        return [t for t in sequence.tokens if t.split("_")[0] not in ("PAD", "BOS", "EOS", "MASK")]
+        return [t for t in sequence.tokens if not is_mark(t)]
 
     def grammatical(self, tokens: list[str]) -> list[str]:
         """The tokens whose type may follow the type of the token kept before it (MidiTok's graph of token
@@ -313,14 +411,24 @@ class GrammarMask:
         self.types = sorted(set(kinds))
         kind = torch.tensor([self.types.index(k) for k in kinds])
         graph = codec.tokenizer.tokens_types_graph
-        never = torch.tensor([k in ("PAD", "BOS") for k in kinds])
+        # never drawn: the start, the padding, the marks of the infilling layout a sampler writes itself
+        never = torch.tensor([k in ("PAD", "BOS") or n in INFILL[:2] for k, n in zip(kinds, names)])
+        # attribute controls are outside MidiTok's graph: drawn right after a Bar, they leave the state as it was
+        # (as do the infilling marks); a bar's controls may follow each other
+        self.transparent = torch.tensor([k not in graph or k in ("Infill", "FillBar") for k in kinds])
+        control = torch.tensor([k not in graph for k in kinds])
         # follows[t, j]: id j may come after a token of type t (the last row: after the start, anything)
         self.follows = torch.zeros(len(self.types) + 1, len(codec), dtype=torch.bool)
         for t, name in enumerate(self.types):
-            self.follows[t] = torch.tensor([k in graph.get(name, ()) for k in kinds])
+            self.follows[t] = torch.tensor([k in graph.get(name, ()) for k in kinds]) & ~control
+            self.follows[t] |= control & (name == "Bar")
         self.follows[-1] = True
         self.follows &= ~never
         self.follows[:, codec.EOS] = True  # a draw may always end
+        if codec.infilling:
+            self.follows[:, codec.FILL_END] = (
+                True  # as may the bars drawn to fill a gap (`infill.FillControl`)
+            )
         self.kind, self.eos = kind, codec.EOS
 
         def values(prefix: str) -> torch.Tensor:
@@ -349,7 +457,7 @@ class GrammarMask:
     def update(self, ids: torch.Tensor) -> None:
         """The state after each row drew `ids` (B,)."""
         ids = ids.cpu()
-        self.previous = self.kind[ids]
+        self.previous = torch.where(self.transparent[ids], self.previous, self.kind[ids])
         position = self.position[ids]
         self.at = torch.where(position >= 0, position, torch.where(self.bar[ids], -1, self.at))
         on, off = self.note_on[ids], self.note_off[ids]

@@ -6,14 +6,16 @@ tokenized with the start and end ids around it; files that cannot be read or hav
 one warning naming each. With `bpe_vocab_size`, MidiTok trains BPE on the training pieces first. The ids,
 the tokenizer (its merges too) and each piece's notes and seconds are cached under a name hashed from the
 folder's files and the settings, so a second run reads no MIDI. `augment_transpose` transposes training
-windows at random, as the piano rolls do.
+windows at random, as the piano rolls do. `controls` and `infill_share` train a model to obey bar attribute
+controls and to infill bars (`infill.py`); validation and test pieces are scored without controls, as plain
+continuations, so their bits per note compare with any other model's.
 """
 
 import hashlib
 import json
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +42,9 @@ from lm_music.tasks.events.codec import (
     seconds,
     tokenizer_params,
     trim_lead_in,
+    with_controls,
 )
+from lm_music.tasks.events.infill import training_examples
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +95,9 @@ def tokenize_folder(
     trim: bool = False,
 ) -> Tokenized:
     """Read, split and tokenize a folder (`settings`: those of `events.make_tokenizer`, and
-    `bpe_vocab_size`); with `adopted`, a checkpoint's tokenizer instead of a new one; `trim`: each piece from
-    its first bar with a note (`codec.trim_lead_in`)."""
+    `bpe_vocab_size`); with `adopted`, a checkpoint's tokenizer instead of a new one (with the settings'
+    controls and infilling marks added); `trim`: each piece from its first bar with a note
+    (`codec.trim_lead_in`). With controls, every bar's control tokens are in the ids."""
     tracks = (
         settings["tracks"] if adopted is None else EventCodec(adopted).tracks
     )  # as the model read its data
@@ -103,15 +108,21 @@ def tokenize_folder(
 
     scores, skipped = read_folder(path, read)
     names = split_pieces(path, {name: name for name in scores}, seed, valid_fraction, test_fraction)
+    controls, infilling = settings.get("controls", ()), settings.get("infilling", False)
     if adopted is not None:
-        tokenizer = load_tokenizer(adopted)
+        tokenizer = load_tokenizer(with_controls(adopted, controls, infilling))
     else:
         tokenizer = make_tokenizer(**{k: v for k, v in settings.items() if k != "bpe_vocab_size"})
         if settings.get("bpe_vocab_size"):
             _train_bpe(tokenizer, [scores[n] for n in names["train"]], int(settings["bpe_vocab_size"]))
     codec = EventCodec.of(tokenizer)
     splits = {
-        split: [Piece(n, codec.encode(scores[n]), note_count(scores[n]), seconds(scores[n])) for n in chosen]
+        split: [
+            Piece(
+                n, codec.encode(scores[n], controls=bool(controls)), note_count(scores[n]), seconds(scores[n])
+            )
+            for n in chosen
+        ]
         for split, chosen in names.items()
     }
     log.info(
@@ -199,6 +210,9 @@ class EventDataModule(SequenceDataModule):
         cache_dir: str = "data/cache",
         augment_transpose: int = 0,
         trim_lead_in: bool = False,
+        controls: list[str] | tuple = (),
+        infill_share: float = 0.0,
+        infill_max_bars: int = 8,
     ) -> None:
         super().__init__(batch_size, seed, num_workers)
         self.augment_transpose = check_transpose(augment_transpose)
@@ -214,6 +228,17 @@ class EventDataModule(SequenceDataModule):
             "tracks": tracks,
             "bpe_vocab_size": bpe_vocab_size,
         }
+        if not 0 <= infill_share <= 1:
+            raise UserError(f"data.infill_share must be 0 (no infilling) to 1, got {infill_share}")
+        if infill_max_bars < 1:
+            raise UserError(f"data.infill_max_bars must be at least 1, got {infill_max_bars}")
+        if (controls or infill_share) and bpe_vocab_size:
+            raise UserError(
+                "data.controls and data.infill_share need the base tokens: set data.bpe_vocab_size=null"
+            )
+        if controls or infill_share:  # only then, so that the caches of other runs keep their keys
+            self.settings |= {"controls": list(controls), "infilling": bool(infill_share)}
+        self.infill_share, self.infill_max_bars = infill_share, infill_max_bars
         make_tokenizer(**{k: v for k, v in self.settings.items() if k != "bpe_vocab_size"})  # one line, now
         self.path, self.trim_lead_in = path, trim_lead_in
         self.max_len, self.eval_max_len = max_len, eval_max_len
@@ -266,9 +291,15 @@ class EventDataModule(SequenceDataModule):
         self.codec = EventCodec(data.tokenizer)
         if self.augment_transpose:
             self.transposition = self.codec.transposition(self.augment_transpose)
+        controls = np.array(sorted(self.codec.control_ids), dtype=np.int32)
         for split, pieces in data.splits.items():
+            if split != "train" and len(controls):  # scored as plain continuations
+                pieces = [replace(p, ids=p.ids[~np.isin(p.ids, controls)]) for p in pieces]
             max_len = self.max_len if split == "train" else self.eval_max_len
-            self.datasets[split] = SequenceDataset([w for p in pieces for w in windows(p.ids, max_len)])
+            cut = [w for p in pieces for w in windows(p.ids, max_len)]
+            if split == "train" and (len(controls) or self.codec.infilling):
+                cut = training_examples(cut, self.codec, self.infill_share, self.infill_max_bars, self.seed)
+            self.datasets[split] = SequenceDataset(cut)
             self.names[split] = [p.name for p in pieces]
             self.counts[split] = {
                 "tokens": float(sum(len(p.ids) - 1 for p in pieces)),

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 import lm_music.tasks.events.codec as events
+import lm_music.tasks.events.infill as infill
 import lm_music.tasks.events.mirex as mirex
 from lm_music import midi
 from lm_music.audio import AudioRenderer, write_wav
@@ -84,11 +85,18 @@ class EventSamples:
     rendered_by: str = ""
     continuations: bool = False  # primed by a MIREX prompt: each continuation is also written in its format
     prime_end: float | None = None  # where the prime ends in the pictures (frames of `velocity_roll`)
+    infilled: tuple[float, float] | None = None  # the infilled bars in the pictures (frames)
+    excerpts: list = field(
+        default_factory=list
+    )  # infilling: the gap and the bars around it (pictures, audio)
+    gap: str = ""  # infilling: the bars rewritten, as asked ("5-8") and in seconds
 
     def __str__(self) -> str:
         notes = ", ".join(str(score.note_num()) for score in self.scores)
         primed = f" ({self.primed} of the prime)" if self.primed else ""
         audio = f"; audio rendered with {self.rendered_by}" if self.audio else ""
+        if self.gap:
+            return f"{len(self.ids)} pieces with bars {self.gap} infilled, new notes {notes}{audio}"
         return (
             f"{len(self.ids)} samples of {max(len(i) for i in self.ids)} tokens at most{primed}, notes {notes}; "
             f"{sum(self.dropped)} ungrammatical tokens dropped{audio}"
@@ -113,6 +121,12 @@ def draw(sampler: EventSampler, options, generator: torch.Generator) -> EventSam
     renderer = AudioRenderer.from_options(options.get("audio"))  # a bad soundfont is refused before drawing
     if options.get("prime_json") and options.get("prime_midi"):
         raise UserError("give prime_midi or prime_json, not both")
+    if options.get("infill_bars"):
+        return draw_infilled(sampler, options, generator, renderer)
+    if any(v is not None for v in (options.get("controls") or {}).values()):
+        raise UserError(
+            "controls.* steer the bars of infill_bars=: give infill_bars too (e.g. infill_bars=5-8)"
+        )
     if options.get("prime_midi"):
         prime = codec.encode(prime_score(options.prime_midi, codec.tracks), eos=False)[
             : 1 + options.prime_tokens
@@ -155,6 +169,82 @@ def draw(sampler: EventSampler, options, generator: torch.Generator) -> EventSam
     return samples
 
 
+def draw_infilled(
+    sampler: EventSampler, options, generator: torch.Generator, renderer: AudioRenderer | None
+) -> EventSamples:
+    """Bars `infill_bars` of prime_midi (or a MIREX prime_json) drawn anew by a model trained to infill, with
+    the `controls` asked for: each sample is the whole piece with its new bars spliced in (`infill.splice`),
+    every other note as the file has it; its picture and audio are the gap and as many bars on either side."""
+    import symusic
+
+    codec = sampler.codec
+    if not codec.infilling:
+        raise UserError(
+            "infill_bars= needs a model trained to infill (e.g. pretrained=pop909_infill); this one continues only"
+        )
+    gap = infill.Gap.parse(options.infill_bars)
+    if options.get("prime_midi"):
+        view = prime_score(options.prime_midi, codec.tracks)
+        original, source = symusic.Score(options.prime_midi), options.prime_midi
+    elif options.get("prime_json"):
+        view = original = mirex.read_prompt(options.prime_json, options.velocity)
+        source = options.prime_json
+    else:
+        raise UserError(
+            "infill_bars= rewrites bars of a piece: give it as prime_midi=SONG.mid or prime_json="
+        )
+    ids = codec.encode(view, eos=False)
+    starts = infill.bar_starts(ids, codec.BAR)
+    if gap.last >= len(starts):
+        raise UserError(f"{source} has {len(starts)} bars: infill_bars={gap} asks for bars past its end")
+    controls = infill.control_ids(codec, options.get("controls"), gap.bars)
+    prime, _ = infill.layout(ids, starts, gap, (codec.INFILL, codec.FILL_START, codec.FILL_END))
+    mask = codec.grammar(prime, options.num_samples) if options.get("grammar", True) else None
+    rows = sampler.draw_ids(
+        prime.tolist(),
+        options.num_samples,
+        options.length,
+        options.temperature,
+        options.get("top_k"),
+        options.get("top_p"),
+        generator,
+        processor=infill.FillControl(codec, gap.bars, controls, options.num_samples, mask),
+        cache=ContinuousCache.from_options(options),
+    )
+    fills = [infill.fill_of(row, codec, gap.bars) for row in rows]
+    short = sum(fill.count(codec.BAR) < gap.bars for fill in fills)
+    if short:
+        log.warning(
+            "%d of %d fills stopped at length=%d before their last bar: raise length",
+            short,
+            len(fills),
+            options.length,
+        )
+    ticks = infill.bar_ticks(original, gap.last + 1 + gap.bars)
+    begin, end = ticks[gap.first], ticks[gap.last + 1]
+    decoded = [codec.decode(fill) for fill in fills]
+    scores = [infill.splice(original, fill, begin, end) for fill, _ in decoded]
+    # the excerpt heard and pictured: the gap and as many bars either side (its notes as the piece has them)
+    around = ticks[max(0, gap.first - gap.bars)], ticks[gap.last + 1 + gap.bars]
+    excerpts = [score.clip(*around).shift_time(-around[0]) for score in scores]
+    frames = 4 / original.ticks_per_quarter  # `velocity_roll`'s frames (16ths) per tick
+    seconds = infill.seconds_at(original, [begin, end])
+    samples = EventSamples(
+        [prime.tolist() + fill for fill in fills],
+        scores,
+        [events.velocity_roll(e) for e in excerpts],
+        [dropped for _, dropped in decoded],
+        len(prime),
+        infilled=((begin - around[0]) * frames, (end - around[0]) * frames),
+        excerpts=excerpts,
+        gap=f"{gap} ({seconds[0]:.1f}-{seconds[1]:.1f} s)",
+    )
+    if renderer:
+        samples.audio = [renderer.render(e) for e in excerpts]
+        samples.sample_rate, samples.rendered_by = renderer.sample_rate, renderer.description
+    return samples
+
+
 def write(samples: EventSamples, out_dir: Path) -> list[Path]:
     """`sample_NNN.mid` (velocities, timing, pedal and tempo as the tokenizer keeps them), its velocity-shaded
     roll `.png`, when rendered its `.wav`, and after a MIREX prompt its continuation `.json`, sample by sample."""
@@ -164,7 +254,13 @@ def write(samples: EventSamples, out_dir: Path) -> list[Path]:
         with atomic_path(path) as tmp:
             score.dump_midi(str(tmp))
         midi.save_roll_png(
-            roll, path.with_suffix(".png"), title=f"sample {i} (shade: velocity)", prime_end=samples.prime_end
+            roll,
+            path.with_suffix(".png"),
+            title=f"sample {i}, bars {samples.gap} (shade: velocity)"
+            if samples.gap
+            else f"sample {i} (shade: velocity)",
+            prime_end=samples.prime_end,
+            infilled=samples.infilled,
         )
         written += [path, path.with_suffix(".png")]
         if samples.continuations:

@@ -125,6 +125,8 @@ class TextSamples:
 def draw(sampler: LyricsSampler, options, generator: torch.Generator) -> TextSamples:
     """`options`: the sample options' keys (prime, artist, top_k, top_p, ...)."""
     refuse_option("prime_json", options, "event-token (e.g. pretrained=pop909)")
+    refuse_option("infill_bars", options, "infilling event-token (e.g. pretrained=pop909_infill)")
+    refuse_option("controls", options, "infilling event-token (e.g. pretrained=pop909_infill)")
     refuse_option("prime_midi", options, "piano-roll and event-token")
     refuse_option("min_length", options, "event-token")
     artists = [options.artist] * options.num_samples if options.get("artist") else None

@@ -101,6 +101,8 @@ def draw(sampler: PianoRollSampler, options, generator: torch.Generator) -> Roll
     """`options`: the sample options' keys (prime_midi, prime_frames, tempo, velocity, audio, ...)."""
     grid = {"frames_per_beat": sampler.frames_per_beat, "fs": sampler.fs}
     refuse_option("prime_json", options, "event-token (e.g. pretrained=pop909)")
+    refuse_option("infill_bars", options, "infilling event-token (e.g. pretrained=pop909_infill)")
+    refuse_option("controls", options, "infilling event-token (e.g. pretrained=pop909_infill)")
     refuse_option("cache_lambda", options, "token (lyrics and event-token)")
     refuse_option("rhyme_candidates", options, "lyrics")
     refuse_option("min_length", options, "event-token (rolls have no end to draw)")

@@ -1,0 +1,269 @@
+"""Bar infilling with attribute controls on real POP909 songs: the bar layout, the controls after each Bar,
+the training windows, the splice that keeps every other note of the file, a model trained to infill sampled
+through sample.py, the vocabulary grown by a fine-tune, and bad input as one line."""
+
+import shutil
+
+import numpy as np
+import pytest
+import symusic
+import torch
+
+from lm_music.checkpoints import load_checkpoint, network_weights, rows_by_name, sampler_from_checkpoint
+from lm_music.data.batching import windows
+from lm_music.errors import UserError
+from lm_music.tasks.events.codec import (
+    EventCodec,
+    make_tokenizer,
+    read_score,
+    with_controls,
+)
+from lm_music.tasks.events.infill import (
+    CONTEXT_AFTER,
+    CONTEXT_BEFORE,
+    FillControl,
+    Gap,
+    bar_starts,
+    bar_ticks,
+    control_ids,
+    fill_of,
+    layout,
+    splice,
+    training_examples,
+)
+from tests.conftest import data_path, sample_run, train_run
+from tests.test_events import TINY_EVENTS, TINY_TRANSFORMER
+
+POP909 = data_path("midi/pop909")
+SONG = sorted((POP909 / "test").glob("*.mid"))[0]
+
+
+@pytest.fixture(scope="module")
+def codec() -> EventCodec:
+    return EventCodec.of(make_tokenizer(controls=["note_density", "polyphony"], infilling=True))
+
+
+def names(codec: EventCodec, ids) -> list[str]:
+    table = codec.names()
+    return [table[int(i)] for i in ids]
+
+
+def test_controls_follow_each_bar_token_and_leave_the_music_as_it_was(codec):
+    score = read_score(SONG)
+    plain, controlled = codec.encode(score), codec.encode(score, controls=True)
+    tokens = names(codec, controlled)
+    controls = [i for i, t in enumerate(tokens) if t.startswith("AC")]
+    assert len(controls) > 300  # three a bar with notes: polyphony min, max, density
+    assert all(tokens[i - 1] == "Bar_None" or tokens[i - 1].startswith("AC") for i in controls)
+    assert [t for t in tokens if not t.startswith("AC")] == names(codec, plain)
+    assert codec.decode(controlled)[0].note_num() == codec.decode(plain)[0].note_num()
+
+
+def test_the_layout_cuts_whole_bars_and_asks_for_them_after_the_music_around_them(codec):
+    ids = codec.encode(read_score(SONG), eos=False)
+    starts = bar_starts(ids, codec.BAR)
+    gap = Gap.parse("5-8")
+    prime, target = layout(ids, starts, gap, (codec.INFILL, codec.FILL_START, codec.FILL_END))
+    assert (gap.first, gap.last) == (4, 7) and str(gap) == "5-8"
+    assert target.tolist() == ids[starts[4] : starts[8]].tolist()  # the gap: four whole bars
+    assert names(codec, target).count("Bar_None") == 4
+    marks = np.flatnonzero(prime == codec.INFILL)
+    assert marks.tolist() == list(range(marks[0], marks[0] + 4)) and prime[-1] == codec.FILL_START
+    # before the marks: the song from its start (bars 1-4 fit in the context); after them: whole bars from bar 9
+    assert prime[: marks[0]].tolist() == ids[: starts[4]].tolist()
+    after = prime[marks[-1] + 1 : -1]
+    assert after.tolist() == ids[starts[8] : starts[8] + len(after)].tolist() and after[0] == codec.BAR
+    assert starts[8] + len(after) in starts and len(after) <= CONTEXT_AFTER
+    # far into the song the context is cut to whole bars within its budget
+    later = Gap(100, 101)
+    prime, _ = layout(ids, starts, later, (codec.INFILL, codec.FILL_START, codec.FILL_END))
+    before = prime[: np.flatnonzero(prime == codec.INFILL)[0]]
+    assert before[0] == codec.BAR and len(before) <= CONTEXT_BEFORE
+
+
+def test_training_windows_keep_controls_at_random_rates_and_a_share_ask_for_a_gap(codec):
+    cut = [
+        w
+        for f in sorted((POP909 / "train").glob("*.mid"))[:6]
+        for w in windows(codec.encode(read_score(f), controls=True), 512)
+    ]
+    examples = training_examples(cut, codec, 0.5, 8, seed=3)
+    assert [e.tolist() for e in examples] == [
+        e.tolist() for e in training_examples(cut, codec, 0.5, 8, seed=3)
+    ]
+    infilled = [e for e in examples if codec.FILL_START in e]
+    assert 0.3 < len(infilled) / len(examples) < 0.7
+    for example in infilled:
+        tokens = names(codec, example)
+        fill = tokens[tokens.index("FillBar_Start") + 1 :]
+        assert fill[0] == "Bar_None" and fill[-1] == "FillBar_End"
+        assert tokens.count("Infill_Bar") == fill.count("Bar_None") <= 8  # one mark per bar asked for
+    kept = [
+        np.isin(e, sorted(codec.control_ids)).sum() / max(1, np.isin(w, sorted(codec.control_ids)).sum())
+        for e, w in zip(examples, cut)
+        if codec.FILL_START not in e
+    ]
+    assert min(kept) < 0.3 and max(kept) > 0.7  # some windows keep few controls, some most
+    plain = training_examples(cut, codec, 0.0, 8, seed=3)
+    assert not any(codec.FILL_START in e for e in plain)
+
+
+def test_the_splice_keeps_every_note_outside_the_gap_as_the_file_has_it():
+    original = symusic.Score(str(SONG))  # its three tracks, as in the file
+    ticks = bar_ticks(original, 9)
+    begin, end = ticks[4], ticks[8]
+    fill = symusic.Score(original.ticks_per_quarter)
+    track = symusic.Track("fill", 0)
+    track.notes = [symusic.Note(t, 100, 60 + t % 12, 70) for t in range(0, end - begin + 500, 120)]
+    fill.tracks.append(track)
+    spliced = splice(original, fill, begin, end)
+
+    def outside(score) -> list:
+        return sorted(
+            (i, n.time, n.duration, n.pitch, n.velocity)
+            for i, t in enumerate(score.tracks[: len(original.tracks)])
+            for n in t.notes
+            if not begin <= n.time < end
+        )
+
+    assert outside(spliced) == outside(original) and len(outside(original)) > 1000
+    kept = [n for t in spliced.tracks[:-1] for n in t.notes if begin <= n.time < end]
+    assert not kept  # the file's own notes of bars 5-8 are gone
+    new = spliced.tracks[-1].notes
+    assert new and all(begin <= n.time < end for n in new)  # the fill's notes past the gap are not taken
+    assert spliced.tempos == original.tempos and spliced.time_signatures == original.time_signatures
+
+
+def test_the_fill_control_gives_the_controls_after_each_bar_and_ends_after_the_last(infill_run):
+    sampler = sampler_from_checkpoint(load_checkpoint(str(infill_run[0])), "cpu")
+    codec = sampler.codec
+    ids = codec.encode(read_score(SONG), eos=False)
+    starts = bar_starts(ids, codec.BAR)
+    prime, _ = layout(ids, starts, Gap(4, 6), (codec.INFILL, codec.FILL_START, codec.FILL_END))
+    controls = control_ids(codec, {"note_density": [3, 5, 7], "polyphony": "1-3"}, 3)
+    assert names(codec, controls[1]) == [
+        "ACBarOnsetPolyphonyMin_1",
+        "ACBarOnsetPolyphonyMax_3",
+        "ACBarNoteDensity_5",
+    ]
+    control = FillControl(codec, 3, controls, 4, codec.grammar(prime.tolist(), 4))
+    rows = sampler.draw_ids(
+        prime.tolist(), 4, 600, generator=torch.Generator().manual_seed(1), processor=control
+    )
+    for row in rows:  # three bars, each with the controls asked for and no other
+        fill = names(codec, fill_of(row, codec, 3))
+        bars = [i for i, t in enumerate(fill) if t == "Bar_None"]
+        assert sum(t.startswith("AC") for t in fill) == 9
+        assert len(bars) == 3 and bars[0] == 0
+        for bar, density in zip(bars, (3, 5, 7)):
+            assert fill[bar + 1 : bar + 4] == [
+                "ACBarOnsetPolyphonyMin_1",
+                "ACBarOnsetPolyphonyMax_3",
+                f"ACBarNoteDensity_{density}",
+            ]
+    assert control.finished() and max(map(len, rows)) < 600  # the loop stopped once every row had ended
+
+
+def test_a_fine_tune_grows_the_vocabulary_each_row_following_its_token():
+    shipped = load_checkpoint("pretrained:pop909")
+    old = EventCodec(shipped["hyper_parameters"]["tokenizer"])
+    new = EventCodec(with_controls(old.params, ["note_density", "polyphony"], True))
+    assert len(new) == len(old) + 34 and set(old.names()) < set(new.names())
+    assert new.names().index("Pitch_60") != old.names().index("Pitch_60")  # the marks come first: ids move
+    weights = network_weights(shipped)
+    fresh = {k: torch.zeros(len(new), *v.shape[1:]) if len(v) == len(old) else v for k, v in weights.items()}
+    grown = rows_by_name(weights, fresh, old.names(), new.names())
+    embedding = "embedding.weight"
+    for token in ("Pitch_60", "Bar_None", "Velocity_63", "EOS_None"):
+        assert torch.equal(
+            grown[embedding][new.names().index(token)], weights[embedding][old.names().index(token)]
+        )
+    assert not grown[embedding][new.FILL_START].any()  # a new token keeps the fresh row
+    with pytest.raises(UserError, match="data.tracks=merge"):
+        with_controls({**old.params, "config": {**old.params["config"], "use_programs": True}}, [], True)
+
+
+@pytest.fixture(scope="module")
+def infill_run(tmp_path_factory):
+    """A tiny Transformer trained to infill, 30 steps on 4 POP909 songs; its data removed after."""
+    root = tmp_path_factory.mktemp("infill")
+    data = root / "pop909"
+    for split, count in (("train", 4), ("valid", 2), ("test", 2)):
+        (data / split).mkdir(parents=True)
+        for file in sorted((POP909 / split).glob("*.mid"))[:count]:
+            shutil.copy(file, data / split)
+    overrides = [*TINY_EVENTS, *TINY_TRANSFORMER, "experiment=pop909_infill", "model.context=256"]
+    overrides += [
+        f"data.path={data}",
+        f"paths.data_dir={root / 'cache'}",
+        "data.max_len=256",
+        "trainer.max_steps=30",
+    ]
+    overrides += ["callbacks.sample_quality.every_n_epochs=0"]
+    metrics = train_run(root / "run", overrides)
+    shutil.rmtree(data)
+    return root / "run" / "checkpoints" / "last.ckpt", metrics
+
+
+def test_sample_py_rewrites_bars_5_to_8_and_keeps_every_other_note_of_the_song(infill_run, tmp_path):
+    ckpt, metrics = infill_run
+    assert metrics["test/bits_per_note"] > 0  # scored as a continuation model, controls left out
+    written = sample_run(
+        [
+            f"ckpt_path={ckpt}",
+            f"prime_midi={SONG}",
+            "infill_bars=5-8",
+            "controls.note_density=4",
+            "num_samples=2",
+            "length=400",
+            f"out_dir={tmp_path}",
+            "seed=1",
+        ]
+    )
+    assert sorted(p.name for p in written) == [
+        f"sample_00{i}.{e}" for i in range(2) for e in ("mid", "png", "wav")
+    ]
+    original = symusic.Score(str(SONG))
+    ticks = bar_ticks(original, 9)
+    begin, end = ticks[4], ticks[8]
+    for path in (tmp_path / "sample_000.mid", tmp_path / "sample_001.mid"):
+        piece = symusic.Score(str(path))
+        assert piece.ticks_per_quarter == original.ticks_per_quarter
+        for mine, theirs in zip(piece.tracks, original.tracks):  # every note outside bars 5-8, identical
+            assert [n for n in mine.notes] == [n for n in theirs.notes if not begin <= n.time < end]
+        assert piece.tracks[-1].name == "Infilled (lm_music)"
+        assert all(begin <= n.time < end for n in piece.tracks[-1].notes)
+
+
+def test_bad_infill_input_is_one_line(infill_run, tmp_path):
+    ckpt, _ = infill_run
+    base = [f"ckpt_path={ckpt}", f"prime_midi={SONG}", "num_samples=1", "length=50", f"out_dir={tmp_path}"]
+    cases = [
+        (["infill_bars=8-5"], "infill_bars must be FIRST-LAST with 1 <= FIRST <= LAST"),
+        (["infill_bars=0-2"], "infill_bars must be FIRST-LAST"),
+        (["infill_bars=400-410"], "bars: infill_bars=400-410 asks for bars past its end"),
+        (["infill_bars=5-8", "controls.polyphony=5-2"], "controls.polyphony must be N or MIN-MAX"),
+        (["infill_bars=5-8", "controls.note_density=many"], "controls.note_density must be a whole number"),
+        (["infill_bars=5-8", "controls.note_density=[1,2]"], "gives 2 values for 4 bars"),
+        (["infill_bars=5-8", "controls.polyphony=9"], "outside the model's range"),
+        (["controls.note_density=3"], "give infill_bars too"),
+        (["infill_bars=5-8", "prime_midi=null", "prime_json=null"], "give it as prime_midi=SONG.mid"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(UserError, match=message.replace("[", r"\[")):
+            sample_run([*base, *extra])
+    with pytest.raises(UserError, match="needs a model trained to infill"):
+        sample_run(
+            [
+                "pretrained=pop909",
+                f"prime_midi={SONG}",
+                "infill_bars=5-8",
+                "num_samples=1",
+                f"out_dir={tmp_path}",
+            ]
+        )
+    with pytest.raises(
+        UserError, match=r"infill_bars= is for infilling event-token \(e.g. pretrained=pop909_infill\) models"
+    ):
+        sample_run(["pretrained=nottingham", "infill_bars=5-8", "num_samples=1", f"out_dir={tmp_path}"])
+    assert not list(tmp_path.iterdir())  # nothing half-written
