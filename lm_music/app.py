@@ -5,7 +5,9 @@ folder; it draws through `generation.draw` with the package's sample defaults (`
 seed gives the same text or MIDI in both. Weights are only ever read by the one loader (`weights_only` or
 safetensors): the path box cannot make the server run code. Off loopback (`host=` another address) it
 serves only the shipped models and checkpoints under `runs_dir`. The model picked is loaded once and kept
-(per visitor) until another is picked. Endpoints for `gradio_client`: `/choose_model`, `/generate`.
+(per visitor) until another is picked. The Infill tab rewrites chosen bars of an uploaded MIDI file with a
+model trained to infill, as `sample.py prime_midi=... infill_bars=... controls.*=...` does. Endpoints for
+`gradio_client`: `/choose_model`, `/generate`, `/infill`.
 """
 
 import ipaddress
@@ -29,6 +31,8 @@ from lm_music.threads import ThreadPolicy, start_looking
 log = logging.getLogger(__name__)
 
 MAX_SAMPLES = 8  # result slots on the page
+INFILL_SAMPLES = 4  # result slots of the infill tab
+INFILL_LENGTH = 1024  # tokens a fill may take (8 bars of POP909 take about 400)
 DEFAULT_MODEL = f"{PRETRAINED}bach_chorales"
 CONTROLS = sorted({control for task in TASKS.values() for control in task.page_controls})
 
@@ -97,7 +101,8 @@ class Page:
             raise gr.Error(str(err), duration=8) from None
         # `picked` in build_app: summary, controls, temperature, length, rendered, texts, slots, box, model
         if model is loaded:
-            return [self.describe(model), *[gr.skip()] * (len(CONTROLS) + 5 + 3 * MAX_SAMPLES), model]
+            skipped = len(CONTROLS) + 5 + 3 * MAX_SAMPLES + 2 + 3 * INFILL_SAMPLES
+            return [self.describe(model), *[gr.skip()] * skipped, model]
         artists = list(getattr(model.sampler, "artists", []) or [])
         if not getattr(model.sampler, "conditional", False):
             artists = []
@@ -120,6 +125,9 @@ class Page:
         cleared = [gr.update(value="", visible=False)] + [gr.update(value=None, visible=False)] * (
             3 * MAX_SAMPLES
         )
+        infill_cleared = [gr.update(value="")] * 2 + [gr.update(value=None, visible=False)] * (
+            3 * INFILL_SAMPLES
+        )
         return [
             self.describe(model),
             *updates,
@@ -127,6 +135,7 @@ class Page:
             *decoding,
             gr.update(value=""),
             *cleared,
+            *infill_cleared,
             gr.skip(),
             model,
         ]
@@ -188,6 +197,82 @@ class Page:
             updates += [gr.update(value=str(f[i]) if i < len(f) else None, visible=i < len(f)) for f in files]
         return [*updates, rendered, model]
 
+    def infill(
+        self,
+        model_path: str,
+        song: str | None,
+        bars: str = "",
+        note_density: str = "",
+        polyphony: str = "",
+        temperature: float = 1.0,
+        num_samples: float = 2,
+        seed: float = 0,
+        loaded: Model | None = None,
+    ):
+        """Rewrite `bars` ("5-8") of the uploaded `song` with the controls given (a value for every bar, or
+        one per bar separated by commas; empty: free); return what was done, what rendered the audio, the
+        result slots (picture and audio of the gap and the bars around it, the whole piece's MIDI) and the
+        model. Bad input is one error message, as in `generate`."""
+        try:
+            model = self.load(model_path, loaded)
+            if not song:
+                raise UserError("upload the MIDI file whose bars the model should rewrite")
+            if not 1 <= int(num_samples) <= INFILL_SAMPLES:
+                raise UserError(
+                    f"number of samples must be between 1 and {INFILL_SAMPLES}, got {num_samples}"
+                )
+            options = OmegaConf.merge(
+                self.defaults,
+                {
+                    "num_samples": int(num_samples),
+                    "length": INFILL_LENGTH,
+                    "temperature": float(temperature),
+                    "seed": int(seed),
+                    "prime_midi": str(song),
+                    "infill_bars": str(bars or ""),
+                    "controls": {"note_density": _per_bar(note_density), "polyphony": _per_bar(polyphony)},
+                },
+            )
+            if not options.infill_bars:
+                raise UserError("give the bars to rewrite, e.g. 5-8")
+            self.threads.start()
+            self.threads.recheck()
+            samples = draw(model, options)
+            written = model.task.write(samples, Path(tempfile.mkdtemp(prefix="lm_music_infill_")))
+        except UserError as err:
+            raise gr.Error(str(err), duration=8) from None
+        rendered = getattr(samples, "rendered_by", "")
+        updates = [
+            gr.update(value=str(samples)),
+            gr.update(value=f"Audio rendered with {rendered}." if rendered else ""),
+        ]
+        by_suffix = {p.suffix: sorted(q for q in written if q.suffix == p.suffix) for p in written}
+        for i in range(INFILL_SAMPLES):
+            files = [by_suffix.get(s, []) for s in (".png", ".wav", ".mid")]
+            updates += [gr.update(value=str(f[i]) if i < len(f) else None, visible=i < len(f)) for f in files]
+        return [*updates, model]
+
+
+def _per_bar(text: str | None) -> str | list[str] | None:
+    """A control's field: empty (no control), one value for every bar, or one per bar separated by commas."""
+    values = [v.strip() for v in str(text or "").split(",")]
+    return None if values == [""] else values[0] if len(values) == 1 else values
+
+
+def _result_slots(count: int, prefix: str = "") -> list:
+    """`count` rows of a picture, a player and a MIDI file (hidden until filled)."""
+    slots = []
+    for i in range(count):
+        with gr.Row():
+            roll = gr.Image(label=f"sample {i}", visible=False, elem_id=f"{prefix}roll_{i}", scale=3)
+            with gr.Column(scale=2):  # the player and the MIDI file under it: room for the file's name
+                audio = gr.Audio(
+                    label=f"sample {i}", visible=False, elem_id=f"{prefix}audio_{i}", type="filepath"
+                )
+                midi = gr.File(label=f"sample {i} MIDI", visible=False, elem_id=f"{prefix}midi_{i}")
+            slots += [roll, audio, midi]
+    return slots
+
 
 def build_app(
     runs_dir: str | Path = "logs", threads: str | int = "auto", host: str = "127.0.0.1"
@@ -206,40 +291,61 @@ def build_app(
             refresh = gr.Button("Rescan runs", scale=0)
         path = gr.Textbox(label="...or a path to a .ckpt or exported folder (Enter loads it)", elem_id="path")
         description = gr.Markdown(elem_id="summary")
-        controls = {
-            "prime": gr.Textbox(label="Prime text", value="", elem_id="prime", visible=False),
-            "artist": gr.Dropdown(
-                [], label="Artist", allow_custom_value=True, visible=False, elem_id="artist"
-            ),
-            "top_k": gr.Number(label="top-k (0: off)", value=0, precision=0, elem_id="top_k", visible=False),
-            "top_p": gr.Number(label="top-p (1: off)", value=1.0, elem_id="top_p", visible=False),
-            "prime_midi": gr.File(
-                label="Prime MIDI (optional)",
-                file_types=[".mid", ".midi"],
-                type="filepath",
-                elem_id="prime_midi",
-            ),
-        }
-        with gr.Row():
-            temperature = gr.Number(label="Temperature", value=1.0, elem_id="temperature")
-            length = gr.Number(
-                label="Length (characters or frames)", value=256, precision=0, elem_id="length"
-            )
-            num_samples = gr.Number(label="Number of samples", value=2, precision=0, elem_id="num_samples")
-            seed = gr.Number(label="Seed", value=defaults.seed, precision=0, elem_id="seed")
-        generate = gr.Button("Generate", variant="primary", elem_id="generate")
-        texts = gr.Textbox(label="Drawn text", lines=20, visible=False, elem_id="texts")
-        rendered = gr.Markdown(elem_id="rendered")
-        slots = []
-        for i in range(MAX_SAMPLES):
+        with gr.Tab("Generate"):
+            controls = {
+                "prime": gr.Textbox(label="Prime text", value="", elem_id="prime", visible=False),
+                "artist": gr.Dropdown(
+                    [], label="Artist", allow_custom_value=True, visible=False, elem_id="artist"
+                ),
+                "top_k": gr.Number(
+                    label="top-k (0: off)", value=0, precision=0, elem_id="top_k", visible=False
+                ),
+                "top_p": gr.Number(label="top-p (1: off)", value=1.0, elem_id="top_p", visible=False),
+                "prime_midi": gr.File(
+                    label="Prime MIDI (optional)",
+                    file_types=[".mid", ".midi"],
+                    type="filepath",
+                    elem_id="prime_midi",
+                ),
+            }
             with gr.Row():
-                roll = gr.Image(label=f"sample {i}", visible=False, elem_id=f"roll_{i}", scale=3)
-                with gr.Column(scale=2):  # the player and the MIDI file under it: room for the file's name
-                    audio = gr.Audio(
-                        label=f"sample {i}", visible=False, elem_id=f"audio_{i}", type="filepath"
-                    )
-                    midi = gr.File(label=f"sample {i} MIDI", visible=False, elem_id=f"midi_{i}")
-                slots += [roll, audio, midi]
+                temperature = gr.Number(label="Temperature", value=1.0, elem_id="temperature")
+                length = gr.Number(
+                    label="Length (characters or frames)", value=256, precision=0, elem_id="length"
+                )
+                num_samples = gr.Number(
+                    label="Number of samples", value=2, precision=0, elem_id="num_samples"
+                )
+                seed = gr.Number(label="Seed", value=defaults.seed, precision=0, elem_id="seed")
+            generate = gr.Button("Generate", variant="primary", elem_id="generate")
+            texts = gr.Textbox(label="Drawn text", lines=20, visible=False, elem_id="texts")
+            rendered = gr.Markdown(elem_id="rendered")
+            slots = _result_slots(MAX_SAMPLES)
+        with gr.Tab("Infill", elem_id="infill_tab"):
+            gr.Markdown(
+                "Rewrite bars of a MIDI file with a model trained to infill (e.g. `pretrained:pop909_infill`): "
+                "every other note stays as the file has it. Controls: one value for every new bar, or one per "
+                "bar separated by commas; empty leaves the model free."
+            )
+            song = gr.File(
+                label="MIDI file", file_types=[".mid", ".midi"], type="filepath", elem_id="infill_song"
+            )
+            with gr.Row():
+                bars = gr.Textbox(label="Bars to rewrite (e.g. 5-8)", value="5-8", elem_id="infill_bars")
+                density = gr.Textbox(label="Notes per bar (0-18)", value="", elem_id="infill_density")
+                polyphony = gr.Textbox(
+                    label="Notes at once (N or MIN-MAX, 1-6)", value="", elem_id="infill_polyphony"
+                )
+            with gr.Row():
+                infill_temperature = gr.Number(label="Temperature", value=1.0, elem_id="infill_temperature")
+                infill_samples = gr.Number(
+                    label="Number of samples", value=2, precision=0, elem_id="infill_samples"
+                )
+                infill_seed = gr.Number(label="Seed", value=defaults.seed, precision=0, elem_id="infill_seed")
+            infill_button = gr.Button("Infill", variant="primary", elem_id="infill")
+            infilled = gr.Markdown(elem_id="infilled")
+            infill_rendered = gr.Markdown(elem_id="infill_rendered")
+            infill_slots = _result_slots(INFILL_SAMPLES, "infill_")
         shown = [controls[c] for c in CONTROLS if c != "artist"] + [controls["artist"]]
         picked = [
             description,
@@ -249,6 +355,9 @@ def build_app(
             rendered,
             texts,
             *slots,
+            infilled,
+            infill_rendered,
+            *infill_slots,
             model,
             loaded,
         ]
@@ -290,6 +399,24 @@ def build_app(
             lambda: [gr.update()] * len(results) + [gr.update(interactive=True)],
             None,
             [*results, generate],
+            show_progress="hidden",
+            api_visibility="private",
+        )
+        infill_results = [infilled, infill_rendered, *infill_slots]
+        filled = infill_button.click(
+            lambda: gr.update(interactive=False), None, infill_button, api_visibility="private"
+        ).then(
+            page.infill,
+            [model, song, bars, density, polyphony, infill_temperature, infill_samples, infill_seed, loaded],
+            [*infill_results, loaded],
+            show_progress="full",
+            api_name="infill",
+        )
+        filled.success(lambda: gr.update(interactive=True), None, infill_button, api_visibility="private")
+        filled.failure(
+            lambda: [gr.update()] * len(infill_results) + [gr.update(interactive=True)],
+            None,
+            [*infill_results, infill_button],
             show_progress="hidden",
             api_visibility="private",
         )

@@ -212,7 +212,49 @@ def samples_section(judged: dict | None, where: str, decoded: bool = False) -> l
             f"{artists['match_rate']:.0%} of the samples (chance {artists['chance']:.0%}).",
             "",
         ]
+    if judged.get("infill"):
+        lines += infill_section(judged["infill"], where, judged)
     return lines
+
+
+def infill_section(infill: dict, where: str, judged: dict) -> list[str]:
+    """The card's "Infilling": gaps filled in test songs, judged against the real bars, the controls obeyed,
+    the joins (`python -m lm_music.evaluate ... infill=BARS`)."""
+    command = (
+        f"python -m lm_music.evaluate {where} infill={infill['infill']} num_samples={judged['num_samples']} "
+        f"length={infill['length']} seed={judged['seed']}"
+        + (f" data.path={judged['data']}" if judged.get("data") else "")
+    )
+    mean, free, ctrl, real = infill["mean_oa"], infill["free"], infill["controlled"], infill["real"]
+    return [
+        "## Infilling",
+        "",
+        f"{infill['gaps']} gaps of {infill['bars']} bars, one in each of as many songs ({infill['reference']}), "
+        f"filled at the decoding defaults without controls: `{command}`.",
+        "",
+        f"Mean OA of the filled bars against the real ones: **{_figure(mean['model'])}** (ceiling "
+        f"{_figure(mean['ceiling'])}, floor {_figure(mean['floor'])})"
+        + (
+            f": {infill['position']:.0%} of the way from the floor to the ceiling."
+            if infill.get("position") is not None
+            else "."
+        ),
+        "",
+        "Each gap filled again with the controls of another song's real gap (every bar's note density and "
+        "onset polyphony), against the fills without controls:",
+        "",
+        "| | with the controls | without |",
+        "|---|---|---|",
+        f"| note density NRMSE (RMSE over the requests' standard deviation) | {_figure(ctrl['density_nrmse'])} | {_figure(free['density_nrmse'])} |",
+        f"| polyphony (min, max) exactly as asked | {ctrl['polyphony_exact']:.0%} | {free['polyphony_exact']:.0%} |",
+        "",
+        f"The controls move a bar's note count by {infill['density_change_by_controls']:.2f} notes on average. "
+        f"Joins: the note count steps by {_figure(free['join']['density_step'])} notes from the bar before into the "
+        f"gap and out of it into the bar after (the real bars: {_figure(real['join']['density_step'])}); the "
+        f"new bars' pitch classes have a cosine of {_figure(free['join']['pitch_class_likeness'])} with the "
+        f"{infill['margin']} bars either side (the real bars: {_figure(real['join']['pitch_class_likeness'])}).",
+        "",
+    ]
 
 
 def model_card(config: dict, facts: dict, dataset: dict, name: str, shipped: bool = False) -> str:
@@ -283,6 +325,13 @@ def model_card(config: dict, facts: dict, dataset: dict, name: str, shipped: boo
         "",
         "```bash",
         f"python sample.py {where} num_samples=4 length={task.card_length} out_dir=samples",
+        *(
+            [
+                f"python sample.py {where} prime_midi=SONG.mid infill_bars=5-8 controls.note_density=6 out_dir=infilled"
+            ]
+            if (config.get("samples") or {}).get("infill")
+            else []
+        ),
         "```",
         "",
         "Weights are safetensors (no code runs on loading); `config.json` holds what sampling needs.",

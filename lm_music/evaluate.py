@@ -1,5 +1,5 @@
 """`python -m lm_music.evaluate ckpt_path=X|pretrained=NAME [num_samples=64 length=256 seed=0] [samples_dir=DIR]
-[reference=test|valid|train] [reference_dir=MIDI_DIR] [data.path=...] [out_dir=evaluation]`
+[reference=test|valid|train] [reference_dir=MIDI_DIR] [data.path=...] [infill=BARS] [out_dir=evaluation]`
 
 judges samples, not only the likelihood: it draws samples through the sampling code (`generation.load_model`
 and `generation.draw`, as sample.py does) or reads a folder of them, computes per-piece (per-song) features
@@ -7,6 +7,9 @@ on them and on a reference set of real data, compares the distributions (overlap
 as Yang & Lerch 2018) beside two anchors scored the same way, the ceiling (real data against real data) and
 the floor (independent draws from the training set's unigram statistics), prints the table, and writes
 `evaluation.json` and `evaluation.png` into `out_dir`. The features are the task's (`lm_music.evaluation`).
+With `infill=BARS` (models trained to infill), the samples are gaps of BARS bars filled in reference songs,
+judged against the real bars they replace, with the controls' adherence and the joins (`Task.evaluation`'s
+`infilling`).
 """
 
 import math
@@ -18,12 +21,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from lm_music.errors import UserError
 
-OWN_KEYS = {"samples_dir", "reference", "reference_dir", "data", "out_dir"}
+OWN_KEYS = {"samples_dir", "reference", "reference_dir", "data", "out_dir", "infill"}
 DEFAULTS = {"num_samples": 64, "length": 256, "reference": "test", "out_dir": "evaluation", "audio": False}
 USAGE = (
     "usage: python -m lm_music.evaluate ckpt_path=RUN/checkpoints/last.ckpt|pretrained=NAME "
     "[num_samples=64 length=256 seed=0 temperature=T ...] [samples_dir=DIR] [reference=test|valid|train] "
-    "[reference_dir=MIDI_DIR] [data.path=FILE_OR_FOLDER data.source=...] [out_dir=evaluation]"
+    "[reference_dir=MIDI_DIR] [data.path=FILE_OR_FOLDER data.source=...] [infill=BARS] [out_dir=evaluation]"
 )
 
 
@@ -63,6 +66,12 @@ def evaluate(cfg: DictConfig) -> dict:
     threads.start()
     timing["model_s"], clock = time.perf_counter() - clock, time.perf_counter()
     evaluation = model.task.evaluation(model)
+    if cfg.get("infill"):
+        if not hasattr(evaluation, "infilling") or cfg.get("samples_dir"):
+            raise UserError(
+                "infill= judges a model trained to infill bars of songs it draws itself (no samples_dir)"
+            )
+        evaluation = evaluation.infilling(int(cfg.infill))
     loaded = evaluation.load_reference(cfg)  # before drawing: a missing reference is one line, at once
     timing["reference_s"], clock = time.perf_counter() - clock, time.perf_counter()
     if cfg.get("samples_dir"):
@@ -71,6 +80,9 @@ def evaluate(cfg: DictConfig) -> dict:
             raise UserError(f"samples_dir {folder} does not exist")
         samples = evaluation.read_folder(folder)
         drawn = f"{len(samples)} samples read from {folder}"
+    elif cfg.get("infill"):
+        samples = evaluation.draw(model, cfg)
+        drawn = f"{len(samples)} gaps of {cfg.infill} bars filled by {path} (seed {cfg.seed}, temperature {cfg.temperature})"
     else:
         samples = evaluation.drawn(draw(model, cfg))
         drawn = (
@@ -153,6 +165,8 @@ def main(argv: list[str]) -> None:
     if "memorisation" in result:
         for line in memorisation_lines(result["memorisation"]):
             print(f"memorisation: {line}")
+    for line in result.get("lines", []):  # what a task's evaluation says beside the table
+        print(line)
     out = Path(str(cfg.out_dir))
     print(f"wrote {out / 'evaluation.json'}, {out / 'evaluation.png'}")
 

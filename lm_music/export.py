@@ -42,6 +42,8 @@ from lm_music.tasks.registry import TASKS
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # The card's sample judgement: python -m lm_music.evaluate with these, at the model's decoding defaults.
 CARD_SAMPLES = {"num_samples": 64, "seed": 0}
+# The card's infilling judgement (models trained to infill): gaps of this many bars, fills of up to this many tokens.
+CARD_INFILL = {"infill": 4, "length": 512}
 # Data settings that say where the data is on this machine, or how to load it fast: not the model's facts.
 MACHINE_DATA_KEYS = {"_target_", "path", "cache_dir", "num_workers"}
 
@@ -216,15 +218,15 @@ def _judge_samples(folder: Path, data: dict) -> dict:
     """`python -m lm_music.evaluate` on the exported weights against the test split: the card's "Samples"."""
     from lm_music.evaluate import evaluate, options
     from lm_music.evaluation.report import clean
+    from lm_music.generation import load_model
 
     config = json.loads((folder / CONFIG).read_text())
     task = TASKS[config["task"]]
     settings = {**CARD_SAMPLES, "length": task.card_length, "temperature": 1.0, **config.get("decoding", {})}
+    args = [f"ckpt_path={folder.resolve()}", *(f"{k}={v}" for k, v in settings.items()), "audio=false"]
+    args += [f"data.path={data['path']}"] if data.get("path") else []
     with tempfile.TemporaryDirectory() as out:
-        args = [f"ckpt_path={folder.resolve()}", *(f"{k}={v}" for k, v in settings.items()), f"out_dir={out}"]
-        if data.get("path"):
-            args.append(f"data.path={data['path']}")
-        result = evaluate(options([*args, "audio=false"]))
+        result = evaluate(options([*args, f"out_dir={out}"]))
     samples = result["features"]["samples"]
     comparisons = result["comparisons"]
     features = {
@@ -255,6 +257,27 @@ def _judge_samples(folder: Path, data: dict) -> dict:
         judged["artists"] = {k: result["artists"][k] for k in ("match_rate", "chance")}
     if "reference_artists" in result:
         judged["reference_artists"] = result["reference_artists"]
+    if getattr(getattr(load_model(folder).sampler, "codec", None), "infilling", False):
+        with tempfile.TemporaryDirectory() as out:
+            infilled = evaluate(
+                options(
+                    [
+                        *args[:-1],
+                        f"out_dir={out}",
+                        "audio=false",
+                        *(f"{k}={v}" for k, v in CARD_INFILL.items()),
+                    ]
+                )
+            )
+        judged["infill"] = {
+            **CARD_INFILL,
+            "reference": infilled["sets"]["reference"].replace(str(data["path"]), shown)
+            if shown
+            else infilled["sets"]["reference"],
+            "mean_oa": infilled["summary"]["mean_oa"],
+            "position": infilled["summary"]["position"],
+            **infilled["infill"],
+        }
     return clean(judged)
 
 

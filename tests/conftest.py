@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -80,6 +81,26 @@ TINY_LYRICS = [
     "trainer.enable_progress_bar=false",
     "callbacks.sample_logger.length=40",
 ]
+
+
+# Event-token models as small: the experiment's settings shrunk, and its Transformer or LSTM.
+TINY_EVENTS = [
+    "experiment=pop909_events",
+    "threads=1",
+    "model.optimizer.lr=0.01",
+    "data.max_len=128",
+    "data.batch_size=8",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "callbacks.sample_logger.every_n_epochs=1",
+    "callbacks.sample_logger.length=32",
+    "callbacks.sample_logger.num_samples=1",
+    "callbacks.sample_quality.every_n_epochs=1",
+    "callbacks.sample_quality.num_samples=2",
+    "callbacks.sample_quality.length=64",
+    "logger=csv",
+]
+TINY_TRANSFORMER = ["model.d_model=32", "model.n_layer=1", "model.n_head=2", "model.context=64"]
 
 
 def compose_train(output_dir: Path, overrides: list[str]):
@@ -167,3 +188,22 @@ def jsb_run(tmp_path_factory) -> Path:
         ],
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def infill_run(tmp_path_factory) -> tuple[Path, dict]:
+    """A tiny Transformer trained to infill with controls (experiment=pop909_infill), 30 steps on 4 POP909
+    songs; its data removed after, so what samples from it has nothing but the checkpoint."""
+    root = tmp_path_factory.mktemp("infill")
+    data = root / "pop909"
+    for split, count in (("train", 4), ("valid", 2), ("test", 2)):
+        (data / split).mkdir(parents=True)
+        for file in sorted((data_path("midi/pop909") / split).glob("*.mid"))[:count]:
+            shutil.copy(file, data / split)
+    tiny = [o for o in TINY_EVENTS if not o.startswith("experiment=")]
+    overrides = [*tiny, *TINY_TRANSFORMER, "experiment=pop909_infill", "model.context=256"]
+    overrides += [f"data.path={data}", f"paths.data_dir={root / 'cache'}", "data.max_len=256"]
+    overrides += ["trainer.max_steps=30", "callbacks.sample_quality.every_n_epochs=0"]
+    metrics = train_run(root / "run", overrides)
+    shutil.rmtree(data)
+    return root / "run" / "checkpoints" / "last.ckpt", metrics

@@ -195,3 +195,46 @@ def test_the_picture_marks_where_the_prime_ends(app, browser):
     pixels = np.asarray(Image.open(io.BytesIO(fetch(picture))).convert("RGB")).astype(int)
     red = (pixels[..., 0] > 180) & (pixels[..., 1] < 140) & (pixels[..., 2] < 140)
     assert red.sum() > 200  # the dashed line and its labels
+
+
+def test_the_infill_tab_rewrites_the_bars_asked_for_as_sample_py_does(app, browser, infill_run, tmp_path):
+    from PIL import Image
+
+    ckpt, _ = infill_run
+    song = sorted((data_path("midi/pop909") / "test").glob("*.mid"))[0]
+    browser.get(app)
+    wait_for(browser, "#summary", check=lambda e: "Bach chorales" in e.text)
+    pick(browser, str(ckpt), "MIDI event tokens")
+    wait_for(
+        browser, "button", check=lambda e: e.text.strip() == "Infill" and e.get_attribute("role") == "tab"
+    ).click()
+    wait_for(browser, "#infill_song input[type=file]").send_keys(str(song))
+    type_into(browser, "infill_bars", "5-8")
+    type_into(browser, "infill_density", "4")
+    type_into(browser, "infill_seed", 3)
+    wait_for(browser, "#infill_song", 30, check=lambda e: song.stem in e.text and "KB" in e.text)  # uploaded
+    browser.find_element("id", "infill").click()
+    midi = [wait_for(browser, f"#infill_midi_{i} a[href]") for i in range(2)]
+    assert "2 pieces with bars 5-8" in wait_for(browser, "#infilled", check=lambda e: e.text).text
+    assert wait_for(browser, "#infill_audio_0 a[href]")
+    picture = wait_for(browser, "#infill_roll_0 img").get_attribute("src")
+    pixels = np.asarray(Image.open(io.BytesIO(fetch(picture))).convert("RGB")).astype(int)
+    # the infilled bars: tab:red at 12 % over white
+    shaded = (
+        (pixels[..., 0] > 240) & (np.abs(pixels[..., 1] - 229) <= 4) & (np.abs(pixels[..., 2] - 229) <= 4)
+    )
+    assert shaded.sum() > 2000
+
+    cli = tmp_path / "cli"
+    args = [f"ckpt_path={ckpt}", f"prime_midi={song}", "infill_bars=5-8", "controls.note_density=4"]
+    sample_run(
+        [*args, "num_samples=2", "length=1024", "temperature=1.0", "seed=3", "threads=1", f"out_dir={cli}"]
+    )
+    for i in range(2):
+        assert fetch(midi[i].get_attribute("href")) == (cli / f"sample_{i:03d}.mid").read_bytes()
+
+    type_into(browser, "infill_bars", "8-5")  # bad input: one message, the results kept
+    browser.find_element("id", "infill").click()
+    wait_for(browser, "body", 60, check=lambda e: "infill_bars must be FIRST-LAST" in e.text)
+    assert wait_for(browser, "#infill_roll_0 img").get_attribute("src") == picture
+    wait_for(browser, "#infill", 60, check=lambda e: e.is_enabled())

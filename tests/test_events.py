@@ -21,25 +21,9 @@ from lm_music.tasks.events import mirex
 from lm_music.tasks.events.codec import EventCodec, make_tokenizer, read_score, tokenizer_params
 from lm_music.tasks.events.datamodule import EventDataModule
 from lm_music.tasks.events.sampler import EventSampler
-from tests.conftest import data_path, run_script, sample_run, train_run
+from tests.conftest import TINY_EVENTS, TINY_TRANSFORMER, data_path, run_script, sample_run, train_run
 
 POP909 = data_path("midi/pop909")
-TINY_EVENTS = [
-    "experiment=pop909_events",
-    "threads=1",
-    "model.optimizer.lr=0.01",
-    "data.max_len=128",
-    "data.batch_size=8",
-    "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false",
-    "callbacks.sample_logger.every_n_epochs=1",
-    "callbacks.sample_logger.length=32",
-    "callbacks.sample_logger.num_samples=1",
-    "callbacks.sample_quality.every_n_epochs=1",
-    "callbacks.sample_quality.num_samples=2",
-    "callbacks.sample_quality.length=64",
-    "logger=csv",
-]
 
 
 def note_table(score: symusic.Score) -> np.ndarray:
@@ -175,7 +159,6 @@ def test_training_batches_are_transposed_within_the_keyboard_the_same_again_at_t
     assert torch.equal(module.on_after_batch_transfer(dict(batch), 0)["sequences"], original)
 
 
-TINY_TRANSFORMER = ["model.d_model=32", "model.n_layer=1", "model.n_head=2", "model.context=64"]
 TINY_LSTM = ["model=event_rnn", "model.hidden_size=32", "model.embedding_dim=16", "model.num_layers=1"]
 
 

@@ -31,8 +31,7 @@ from lm_music.tasks.events.infill import (
     splice,
     training_examples,
 )
-from tests.conftest import data_path, sample_run, train_run
-from tests.test_events import TINY_EVENTS, TINY_TRANSFORMER
+from tests.conftest import data_path, sample_run
 
 POP909 = data_path("midi/pop909")
 SONG = sorted((POP909 / "test").glob("*.mid"))[0]
@@ -183,28 +182,6 @@ def test_a_fine_tune_grows_the_vocabulary_each_row_following_its_token():
         with_controls({**old.params, "config": {**old.params["config"], "use_programs": True}}, [], True)
 
 
-@pytest.fixture(scope="module")
-def infill_run(tmp_path_factory):
-    """A tiny Transformer trained to infill, 30 steps on 4 POP909 songs; its data removed after."""
-    root = tmp_path_factory.mktemp("infill")
-    data = root / "pop909"
-    for split, count in (("train", 4), ("valid", 2), ("test", 2)):
-        (data / split).mkdir(parents=True)
-        for file in sorted((POP909 / split).glob("*.mid"))[:count]:
-            shutil.copy(file, data / split)
-    overrides = [*TINY_EVENTS, *TINY_TRANSFORMER, "experiment=pop909_infill", "model.context=256"]
-    overrides += [
-        f"data.path={data}",
-        f"paths.data_dir={root / 'cache'}",
-        "data.max_len=256",
-        "trainer.max_steps=30",
-    ]
-    overrides += ["callbacks.sample_quality.every_n_epochs=0"]
-    metrics = train_run(root / "run", overrides)
-    shutil.rmtree(data)
-    return root / "run" / "checkpoints" / "last.ckpt", metrics
-
-
 def test_sample_py_rewrites_bars_5_to_8_and_keeps_every_other_note_of_the_song(infill_run, tmp_path):
     ckpt, metrics = infill_run
     assert metrics["test/bits_per_note"] > 0  # scored as a continuation model, controls left out
@@ -233,6 +210,21 @@ def test_sample_py_rewrites_bars_5_to_8_and_keeps_every_other_note_of_the_song(i
             assert [n for n in mine.notes] == [n for n in theirs.notes if not begin <= n.time < end]
         assert piece.tracks[-1].name == "Infilled (lm_music)"
         assert all(begin <= n.time < end for n in piece.tracks[-1].notes)
+
+
+def test_a_mirex_prompt_has_its_bars_infilled_too(infill_run, tmp_path):
+    import json
+
+    prompt = {"prompt": [{"start": 4 * i, "pitch": 60 + i % 12, "duration": 4} for i in range(20)]}
+    (tmp_path / "prompt.json").write_text(json.dumps(prompt))
+    out = tmp_path / "out"
+    args = [f"ckpt_path={infill_run[0]}", f"prime_json={tmp_path / 'prompt.json'}", "infill_bars=2-3"]
+    sample_run([*args, "num_samples=1", "length=300", f"out_dir={out}"])
+    piece = symusic.Score(str(out / "sample_000.mid"))
+    ticks = bar_ticks(piece, 4)
+    kept = sorted(n.time for n in piece.tracks[0].notes)
+    assert kept and not any(ticks[1] <= t < ticks[3] for t in kept)  # the prompt's bars 2-3 are the model's
+    assert len(kept) == 20 - 8  # the other three bars keep their 4 quarter notes each
 
 
 def test_bad_infill_input_is_one_line(infill_run, tmp_path):
@@ -267,3 +259,34 @@ def test_bad_infill_input_is_one_line(infill_run, tmp_path):
     ):
         sample_run(["pretrained=nottingham", "infill_bars=5-8", "num_samples=1", f"out_dir={tmp_path}"])
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_the_evaluator_judges_filled_gaps_against_the_real_bars_and_the_controls(infill_run, tmp_path):
+    from lm_music.evaluate import evaluate, options
+
+    ckpt, _ = infill_run
+    for split, count in (("train", 2), ("valid", 3), ("test", 3)):
+        (tmp_path / "data" / split).mkdir(parents=True)
+        for file in sorted((POP909 / split).glob("*.mid"))[:count]:
+            shutil.copy(file, tmp_path / "data" / split)
+    args = [f"ckpt_path={ckpt}", "infill=2", "num_samples=3", "length=300", f"data.path={tmp_path / 'data'}"]
+    result = evaluate(
+        options([*args, f"data.cache_dir={tmp_path / 'cache'}", f"out_dir={tmp_path / 'out'}", "threads=1"])
+    )
+    assert (tmp_path / "out" / "evaluation.json").is_file()
+    assert "real 2-bar gaps of 3 songs of the test split" in result["sets"]["reference"]
+    mean = result["summary"]["mean_oa"]
+    assert mean["floor"] < mean["ceiling"] and 0 <= mean["model"] <= 1
+    judged = result["infill"]
+    assert judged["gaps"] == 3 and judged["bars"] == 2
+    for kind in ("free", "controlled"):
+        assert judged[kind]["density_nrmse"] >= 0 and 0 <= judged[kind]["polyphony_exact"] <= 1
+    # the real bars join the music around them as real music does: a pitch-class likeness well above chance
+    assert judged["real"]["join"]["pitch_class_likeness"] > 0.5
+    assert any(line.startswith("controls: density NRMSE") for line in result["lines"])
+    with pytest.raises(UserError, match="judges a model trained to infill"):
+        evaluate(
+            options(
+                ["pretrained=pop909", "infill=4", f"data.path={tmp_path / 'data'}", f"out_dir={tmp_path}"]
+            )
+        )

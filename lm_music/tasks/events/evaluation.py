@@ -5,9 +5,13 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import lm_music.tasks.events.features as event_features
+import lm_music.tasks.events.infill as infill
+from lm_music.cache import ContinuousCache
 from lm_music.data.midi_folder import read_folder
+from lm_music.errors import UserError
 from lm_music.evaluation.compare import check_reference
 from lm_music.evaluation.sets import CEILING_OF, SPLIT_NAMES, Sets, data_settings, note_memorisation
 from lm_music.tasks.events.codec import read_notes
@@ -32,6 +36,10 @@ class EventEvaluation:
         self.model = model
         self.codec = model.sampler.codec
         self.training = None  # the training pieces' ids: what copying is measured against
+
+    def infilling(self, bars: int) -> "InfillEvaluation":
+        """The evaluation of infilling gaps of `bars` bars (`evaluate ... infill=BARS`)."""
+        return InfillEvaluation(self.model, bars)
 
     def drawn(self, samples) -> list[np.ndarray]:
         return [np.asarray(ids, dtype=np.int32) for ids in samples.ids]
@@ -101,3 +109,188 @@ class EventEvaluation:
             return {}
         symbols = partial(event_features.note_symbols, self.codec)
         return {"memorisation": note_memorisation(symbols, self.training, named)}
+
+
+MARGIN = 4  # bars kept on either side of a judged gap, so that it has music around it
+
+
+class InfillEvaluation(EventEvaluation):
+    """`python -m lm_music.evaluate ... infill=BARS`: a model trained to infill, judged on gaps of BARS bars
+    cut at a seeded place from `num_samples` songs of the reference split (at least MARGIN bars from either
+    end). The fills drawn without controls are the samples, the real bars they replace the reference, gaps
+    of the ceiling split the ceiling, the usual unigram draws the floor: the same features and OA as any
+    sample. Each gap is drawn a second time with the controls of another song's real gap (its bars' note
+    density and polyphony), and the report says how closely the bars follow them (density NRMSE: RMSE over
+    the requests' standard deviation; polyphony: exact (min, max) matches) against the fills drawn without,
+    and how the new bars join the bars around them (density steps at the joins, pitch-class likeness to the
+    context) against the real ones."""
+
+    def __init__(self, model, bars: int) -> None:
+        super().__init__(model)
+        if not self.codec.infilling:
+            raise UserError("infill= judges a model trained to infill (e.g. pretrained=pop909_infill)")
+        if bars < 1:
+            raise UserError(f"infill= is the number of bars of each gap, at least 1, got {bars}")
+        self.bars = bars
+        self.cases: list = []
+        self.fills: dict[str, list[np.ndarray]] = {}
+        self.requests: list[list[tuple[int, int, int]]] = []
+        self.loaded: dict = {}
+
+    def load_reference(self, args) -> dict:
+        self.loaded = super().load_reference(args)
+        return self.loaded
+
+    def gaps(self, pieces: list[np.ndarray], count: int, seed: int) -> list[tuple]:
+        """(ids without the end id, bar starts, Gap) of `count` pieces long enough, a seeded gap in each."""
+        rng = np.random.default_rng(seed)
+        marks = (self.codec.INFILL, self.codec.FILL_START, self.codec.FILL_END)
+        cases = []
+        long = [p[p != self.codec.EOS] for p in pieces]
+        long = [p for p in long if len(infill.bar_starts(p, self.codec.BAR)) > 2 * MARGIN + self.bars]
+        if not long:
+            raise UserError(
+                f"no reference piece has {2 * MARGIN + self.bars + 1} bars: give a smaller infill="
+            )
+        for i in rng.permutation(max(count, len(long)))[:count] % len(long):
+            ids = long[i]
+            starts = infill.bar_starts(ids, self.codec.BAR)
+            first = int(rng.integers(MARGIN, len(starts) - self.bars - MARGIN + 1))
+            gap = infill.Gap(first, first + self.bars - 1)
+            prime, real = infill.layout(ids, starts, gap, marks)
+            cases.append((ids, starts, gap, prime, real))
+        return cases
+
+    def draw(self, model, cfg) -> list[np.ndarray]:
+        """One fill of each gap without controls (the samples), one with a donor gap's controls."""
+        self.cases = self.gaps(self.loaded["splits"][str(cfg.reference)], int(cfg.num_samples), int(cfg.seed))
+        sampler = model.sampler
+        generator = torch.Generator(device=sampler.device).manual_seed(int(cfg.seed))
+        measured = [infill.bar_measures(self.codec, real) for *_, real in self.cases]
+        self.fills = {"free": [], "controlled": []}
+        self.requests = []
+        for i, (*_, prime, _real) in enumerate(self.cases):
+            donor = measured[
+                (i + 1) % len(measured)
+            ]  # another song's bars: nothing in this context implies them
+            self.requests.append(donor)
+            controls = {
+                "note_density": [d for d, _, _ in donor],
+                "polyphony": [f"{lo}-{hi}" if d else None for d, lo, hi in donor],
+            }
+            for kind, given in (("free", {}), ("controlled", controls)):
+                control = infill.FillControl(
+                    self.codec,
+                    self.bars,
+                    infill.control_ids(self.codec, given, self.bars),
+                    1,
+                    self.codec.grammar(prime.tolist(), 1) if cfg.get("grammar", True) else None,
+                )
+                row = sampler.draw_ids(
+                    prime.tolist(),
+                    1,
+                    int(cfg.length),
+                    cfg.temperature,
+                    cfg.get("top_k"),
+                    cfg.get("top_p"),
+                    generator,
+                    processor=control,
+                    cache=ContinuousCache.from_options(cfg),
+                )[0]
+                self.fills[kind].append(
+                    np.asarray(infill.fill_of(row, self.codec, self.bars), dtype=np.int32)
+                )
+        return self.fills["free"]
+
+    def sets(self, samples: list, loaded: dict, args) -> Sets:
+        splits, name = loaded["splits"], str(args.get("reference", "test"))
+        reference = [real for *_, real in self.cases]
+        ceiling = [
+            real
+            for *_, real in self.gaps(splits[CEILING_OF[name]], len(self.cases), int(args.get("seed", 0)) + 1)
+        ]
+        return Sets(
+            samples,
+            reference,
+            ceiling,
+            event_features.floor_pieces(splits["train"], [len(s) for s in samples], int(args.get("seed", 0))),
+            splits["train"],
+            {
+                "reference": f"the real {self.bars}-bar gaps of {len(reference)} songs of the {name} split of "
+                f"{loaded['where']}, which the samples fill",
+                "ceiling": f"real {self.bars}-bar gaps of the {CEILING_OF[name]} split against them",
+                "floor": "tokens drawn independently with the training pieces' token frequencies",
+            },
+        )
+
+    def extras(self, named: dict[str, list]) -> dict:
+        """Control adherence and how the bars join the music around them."""
+        codec, bars = self.codec, self.bars
+        requested = np.array([r for rows in self.requests for r in rows], dtype=float)
+        result = {"bars": bars, "gaps": len(self.cases), "margin": MARGIN}
+        short = sum(np.sum(f == codec.BAR) < bars for f in self.fills["free"] + self.fills["controlled"])
+        result["fills_cut_by_length"] = int(short)
+        for kind in ("free", "controlled"):
+            got = np.array(
+                [m for f in self.fills[kind] for m in _padded(infill.bar_measures(codec, f), bars)], float
+            )
+            playing = requested[:, 0] > 0
+            spread = requested[:, 0].std() or 1.0
+            result[kind] = {
+                "density_nrmse": float(np.sqrt(np.mean((got[:, 0] - requested[:, 0]) ** 2)) / spread),
+                "polyphony_exact": float(np.mean(np.all(got[playing, 1:] == requested[playing, 1:], axis=1))),
+                "density_mean": float(got[:, 0].mean()),
+            }
+            result[kind]["join"] = _joins(codec, self.cases, self.fills[kind])
+        result["real"] = {"join": _joins(codec, self.cases, [real for *_, real in self.cases])}
+        free = np.array(
+            [m[0] for f in self.fills["free"] for m in _padded(infill.bar_measures(codec, f), bars)]
+        )
+        ctrl = np.array(
+            [m[0] for f in self.fills["controlled"] for m in _padded(infill.bar_measures(codec, f), bars)]
+        )
+        result["density_change_by_controls"] = float(np.abs(ctrl - free).mean())
+        return {"infill": result, "lines": infill_lines(result)}
+
+
+def _padded(measures: list, bars: int) -> list:
+    """A fill's measures as `bars` rows (a fill cut short counts its missing bars as empty)."""
+    return (measures + [(0, 0, 0)] * bars)[:bars]
+
+
+def _pitch_classes(codec, ids) -> np.ndarray:
+    score, _ = codec.decode(ids)
+    pitches = np.concatenate([t.notes.numpy()["pitch"] for t in score.tracks] or [np.zeros(0, int)])
+    return np.bincount(pitches.astype(int) % 12, minlength=12).astype(float)
+
+
+def _joins(codec, cases: list, fills: list) -> dict:
+    """Mean note-density step from the bar before the gap to its first bar and from its last to the bar
+    after, and the cosine of the gap's pitch-class histogram with its MARGIN bars either side."""
+    steps, likeness = [], []
+    for (ids, starts, gap, _, _), fill in zip(cases, fills):
+        around = infill.bar_measures(codec, ids[starts[gap.first - 1] : starts[gap.first]])
+        after = infill.bar_measures(codec, ids[starts[gap.last + 1] : starts[gap.last + 2]])
+        mine = _padded(infill.bar_measures(codec, fill), gap.bars)
+        steps += [abs(mine[0][0] - around[0][0]), abs(mine[-1][0] - after[0][0])]
+        context = _pitch_classes(codec, ids[starts[gap.first - MARGIN] : starts[gap.first]])
+        context += _pitch_classes(
+            codec, ids[starts[gap.last + 1] : starts[min(gap.last + 1 + MARGIN, len(starts) - 1)]]
+        )
+        own = _pitch_classes(codec, fill)
+        norm = np.linalg.norm(own) * np.linalg.norm(context)
+        likeness.append(float(own @ context / norm) if norm else 0.0)
+    return {"density_step": float(np.mean(steps)), "pitch_class_likeness": float(np.mean(likeness))}
+
+
+def infill_lines(result: dict) -> list[str]:
+    free, ctrl, real = result["free"], result["controlled"], result["real"]
+    return [
+        f"infill: {result['gaps']} gaps of {result['bars']} bars; {result['fills_cut_by_length']} fills cut by length",
+        f"controls: density NRMSE {ctrl['density_nrmse']:.3f} with them, {free['density_nrmse']:.3f} without; "
+        f"polyphony (min, max) exact {ctrl['polyphony_exact']:.0%} with, {free['polyphony_exact']:.0%} without; "
+        f"they move a bar's notes by {result['density_change_by_controls']:.2f} on average",
+        f"joins: density step {free['join']['density_step']:.2f} notes (real {real['join']['density_step']:.2f}); "
+        f"pitch-class likeness to the bars around {free['join']['pitch_class_likeness']:.3f} "
+        f"(real {real['join']['pitch_class_likeness']:.3f})",
+    ]

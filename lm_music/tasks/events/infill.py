@@ -129,7 +129,8 @@ def control_ids(codec, controls: dict, bars: int) -> list[list[int]]:
                 f"controls.{name} gives {len(values)} values for {bars} bars: give one, or one per bar"
             )
         for bar, v in zip(per_bar, values):
-            bar.extend(_control_tokens(name, v))
+            if v is not None:  # a list may leave a bar free
+                bar.extend(_control_tokens(name, v))
     order = [t for ac in codec.tokenizer.attribute_controls for t in ac.tokens]
     for tokens in per_bar:
         missing = [t for t in tokens if t not in vocab]
@@ -272,3 +273,21 @@ def seconds_at(score, ticks: Sequence[int]) -> list[float]:
     track.notes = [symusic.Note(int(t), 1, 60, 1) for t in ticks]
     probe.tracks.append(track)
     return [float(n.time) for n in probe.to("second").tracks[0].notes]
+
+
+def bar_measures(codec, ids: Sequence[int]) -> list[tuple[int, int, int]]:
+    """(notes, least and most notes struck together at an onset) of each bar of `ids` (from a Bar token),
+    measured on the decoded notes as MidiTok computes its controls (notes capped at 18, polyphony kept to
+    1-6; an empty bar is (0, 0, 0)): what a control asked for is checked against."""
+    ids = np.asarray(ids)
+    starts = list(bar_starts(ids, codec.BAR)) + [len(ids)]
+    measures = []
+    for begin, end in zip(starts, starts[1:]):
+        score, _ = codec.decode(ids[begin:end])
+        onsets = np.concatenate([t.notes.numpy()["time"] for t in score.tracks] or [np.zeros(0)])
+        if not len(onsets):
+            measures.append((0, 0, 0))
+            continue
+        _, counts = np.unique(onsets, return_counts=True)
+        measures.append((min(len(onsets), 18), int(min(max(counts.min(), 1), 6)), int(min(counts.max(), 6))))
+    return measures

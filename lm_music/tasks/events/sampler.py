@@ -95,7 +95,8 @@ class EventSamples:
         notes = ", ".join(str(score.note_num()) for score in self.scores)
         primed = f" ({self.primed} of the prime)" if self.primed else ""
         audio = f"; audio rendered with {self.rendered_by}" if self.audio else ""
-        if self.gap:
+        if self.gap:  # the new notes are on the last track (`infill.splice`)
+            notes = ", ".join(str(score.tracks[-1].note_num()) for score in self.scores)
             return f"{len(self.ids)} pieces with bars {self.gap} infilled, new notes {notes}{audio}"
         return (
             f"{len(self.ids)} samples of {max(len(i) for i in self.ids)} tokens at most{primed}, notes {notes}; "
