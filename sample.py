@@ -11,6 +11,8 @@ from lm_music.threads import start_looking
 
 start_looking()  # at the other processes' CPU use, to choose the thread count (lm_music/threads.py)
 options.register()  # the drawing options' defaults, from the package (lm_music/sample_options.yaml)
+if unknown := options.unknown_option(sys.argv[1:]):
+    sys.exit(f"error: {unknown}")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")

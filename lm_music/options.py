@@ -18,3 +18,24 @@ def register() -> None:
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name=NAME, node=sample_options())
+
+
+def unknown_option(argv: list[str]) -> str | None:
+    """One line for the first `key=value` of a command line that names no option (`controls.tempo=3`,
+    `lenght=9`), with the options there are; None when all are known. Hydra's own message for it is several
+    lines and a hint to append the key; `+key=` and Hydra's own settings are left to Hydra."""
+    known = sample_options()
+    for arg in argv:
+        if "=" not in arg or arg.startswith(("-", "+", "~", "hydra.", "hydra/")):
+            continue
+        key = arg.split("=", 1)[0]
+        node, parts = known, key.split(".")
+        for depth, part in enumerate(parts):
+            if not isinstance(node, DictConfig) or part not in node:
+                where = ".".join(parts[:depth])
+                if not isinstance(node, DictConfig):
+                    return f"{where} takes one value, not {key}"
+                listed = ", ".join(f"{where}.{k}" if where else k for k in node)
+                return f"unknown option {key}; the options{f' of {where}' if where else ''} are {listed}"
+            node = node[part]
+    return None

@@ -290,3 +290,15 @@ def test_the_evaluator_judges_filled_gaps_against_the_real_bars_and_the_controls
                 ["pretrained=pop909", "infill=4", f"data.path={tmp_path / 'data'}", f"out_dir={tmp_path}"]
             )
         )
+
+
+def test_an_unknown_control_or_option_on_the_command_line_is_one_line():
+    from tests.conftest import run_script
+
+    done = run_script("sample.py", "pretrained=pop909", "infill_bars=5-8", "controls.tempo=3")
+    assert done.returncode and done.stderr.strip().splitlines() == [
+        "error: unknown option controls.tempo; the options of controls are controls.note_density, controls.polyphony"
+    ]
+    done = run_script("sample.py", "lenght=3")
+    assert done.returncode and done.stderr.strip().startswith("error: unknown option lenght; the options are")
+    assert len(done.stderr.strip().splitlines()) == 1
