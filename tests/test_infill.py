@@ -27,6 +27,8 @@ from lm_music.tasks.events.infill import (
     bar_ticks,
     control_ids,
     fill_of,
+    grid_step,
+    in_gap,
     layout,
     splice,
     training_examples,
@@ -107,30 +109,44 @@ def test_training_windows_keep_controls_at_random_rates_and_a_share_ask_for_a_ga
     assert not any(codec.FILL_START in e for e in plain)
 
 
-def test_the_splice_keeps_every_note_outside_the_gap_as_the_file_has_it():
-    original = symusic.Score(str(SONG))  # its three tracks, as in the file
-    ticks = bar_ticks(original, 9)
+def test_the_splice_keeps_every_note_outside_the_gap_as_the_file_has_it(codec):
+    song = POP909 / "test" / "545.mid"  # in 1/4, with downbeats played a tick before the beat
+    original = symusic.Score(str(song))  # its three tracks, as in the file
+    ticks, step = bar_ticks(original, 9), grid_step(original, codec.tokenizer)
     begin, end = ticks[4], ticks[8]
     fill = symusic.Score(original.ticks_per_quarter)
     track = symusic.Track("fill", 0)
     track.notes = [symusic.Note(t, 100, 60 + t % 12, 70) for t in range(0, end - begin + 500, 120)]
     fill.tracks.append(track)
-    spliced = splice(original, fill, begin, end)
+    spliced = splice(original, fill, begin, end, step)
 
     def outside(score) -> list:
         return sorted(
             (i, n.time, n.duration, n.pitch, n.velocity)
             for i, t in enumerate(score.tracks[: len(original.tracks)])
             for n in t.notes
-            if not begin <= n.time < end
+            if not in_gap(n.time, begin, end, step)
         )
 
     assert outside(spliced) == outside(original) and len(outside(original)) > 1000
-    kept = [n for t in spliced.tracks[:-1] for n in t.notes if begin <= n.time < end]
-    assert not kept  # the file's own notes of bars 5-8 are gone
+    assert not [n for t in spliced.tracks[:-1] for n in t.notes if in_gap(n.time, begin, end, step)]
+    # bar 9's downbeat, a tick early, is bar 9's: kept, as the tokens the model read had it
+    early = [n for t in spliced.tracks[:-1] for n in t.notes if end - step / 2 < n.time < end]
+    assert early
     new = spliced.tracks[-1].notes
     assert new and all(begin <= n.time < end for n in new)  # the fill's notes past the gap are not taken
     assert spliced.tempos == original.tempos and spliced.time_signatures == original.time_signatures
+    # on the tokenizer's grid, every bar of every test song holds the notes its tokens hold
+    names = codec.names()
+    for file in sorted((POP909 / "test").glob("*.mid"))[:20]:
+        score = read_score(file)
+        ids = codec.encode(score, eos=False)
+        starts = [*bar_starts(ids, codec.BAR), len(ids)]
+        ticks, step = bar_ticks(score, len(starts)), grid_step(score, codec.tokenizer)
+        onsets = [n.time for t in score.tracks for n in t.notes]
+        for k, (a, b) in enumerate(zip(starts, starts[1:])):
+            tokens = sum(names[i].startswith("Pitch_") for i in ids[a:b])
+            assert tokens == sum(in_gap(t, ticks[k], ticks[k + 1], step) for t in onsets), (file.name, k)
 
 
 def test_the_fill_control_gives_the_controls_after_each_bar_and_ends_after_the_last(infill_run):
@@ -203,11 +219,12 @@ def test_sample_py_rewrites_bars_5_to_8_and_keeps_every_other_note_of_the_song(i
     original = symusic.Score(str(SONG))
     ticks = bar_ticks(original, 9)
     begin, end = ticks[4], ticks[8]
+    step = grid_step(original, sampler_from_checkpoint(load_checkpoint(str(ckpt)), "cpu").codec.tokenizer)
     for path in (tmp_path / "sample_000.mid", tmp_path / "sample_001.mid"):
         piece = symusic.Score(str(path))
         assert piece.ticks_per_quarter == original.ticks_per_quarter
         for mine, theirs in zip(piece.tracks, original.tracks):  # every note outside bars 5-8, identical
-            assert [n for n in mine.notes] == [n for n in theirs.notes if not begin <= n.time < end]
+            assert list(mine.notes) == [n for n in theirs.notes if not in_gap(n.time, begin, end, step)]
         assert piece.tracks[-1].name == "Infilled (lm_music)"
         assert all(begin <= n.time < end for n in piece.tracks[-1].notes)
 

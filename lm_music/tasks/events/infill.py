@@ -241,16 +241,30 @@ def bar_ticks(score, bars: int) -> list[int]:
     return starts
 
 
-def splice(original, fill, begin: int, end: int):
+def grid_step(score, tokenizer) -> float:
+    """The ticks of `score` between two onsets the tokenizer tells apart: MidiTok resamples a score to
+    `max_num_pos_per_beat` positions a beat of its largest time-signature denominator before tokenizing."""
+    denominators = [s.denominator for s in score.time_signatures] or [4]
+    return score.ticks_per_quarter / int(tokenizer.config.max_num_pos_per_beat * max(4, *denominators) / 4)
+
+
+def in_gap(time: int, begin: int, end: int, step: float) -> bool:
+    """Whether an onset falls in ticks [begin, end) once on the tokenizer's grid (rounded half up, as symusic
+    resamples): the bar the model saw it in. POP909's notes often sound a tick before the beat; by their raw
+    ticks such a downbeat would belong to the bar before."""
+    return begin <= math.floor(time / step + 0.5) * step < end
+
+
+def splice(original, fill, begin: int, end: int, step: float = 1.0):
     """`original` (a symusic Score, its tracks as in the file) with the notes and pedals that start in ticks
-    [begin, end) taken out and `fill`'s notes and pedals (a Score from the gap's own start) put there, on a
-    track of their own; everything else is the file's, untouched."""
+    [begin, end) (`in_gap`, on a grid of `step` ticks) taken out and `fill`'s notes and pedals (a Score from
+    the gap's own start) put there, on a track of their own; everything else is the file's, untouched."""
     import symusic
 
     out = original.copy()
     for track in out.tracks:
-        track.notes = [n for n in track.notes if not begin <= n.time < end]
-        track.pedals = [p for p in track.pedals if not begin <= p.time < end]
+        track.notes = [n for n in track.notes if not in_gap(n.time, begin, end, step)]
+        track.pedals = [p for p in track.pedals if not in_gap(p.time, begin, end, step)]
     if fill.ticks_per_quarter != original.ticks_per_quarter:
         fill = fill.resample(tpq=original.ticks_per_quarter)
     new = symusic.Track("Infilled (lm_music)", 0)
@@ -261,18 +275,6 @@ def splice(original, fill, begin: int, end: int):
     new.sort()
     out.tracks.append(new)
     return out
-
-
-def seconds_at(score, ticks: Sequence[int]) -> list[float]:
-    """Where ascending `ticks` fall in seconds, by the score's tempo map (symusic converts notes, not ticks)."""
-    import symusic
-
-    probe = symusic.Score(score.ticks_per_quarter)
-    probe.tempos = score.tempos.copy()
-    track = symusic.Track("probe", 0)
-    track.notes = [symusic.Note(int(t), 1, 60, 1) for t in ticks]
-    probe.tracks.append(track)
-    return [float(n.time) for n in probe.to("second").tracks[0].notes]
 
 
 def bar_measures(codec, ids: Sequence[int]) -> list[tuple[int, int, int]]:
@@ -291,3 +293,15 @@ def bar_measures(codec, ids: Sequence[int]) -> list[tuple[int, int, int]]:
         _, counts = np.unique(onsets, return_counts=True)
         measures.append((min(len(onsets), 18), int(min(max(counts.min(), 1), 6)), int(min(counts.max(), 6))))
     return measures
+
+
+def seconds_at(score, ticks: Sequence[int]) -> list[float]:
+    """Where ascending `ticks` fall in seconds, by the score's tempo map (symusic converts notes, not ticks)."""
+    import symusic
+
+    probe = symusic.Score(score.ticks_per_quarter)
+    probe.tempos = score.tempos.copy()
+    track = symusic.Track("probe", 0)
+    track.notes = [symusic.Note(int(t), 1, 60, 1) for t in ticks]
+    probe.tracks.append(track)
+    return [float(n.time) for n in probe.to("second").tracks[0].notes]

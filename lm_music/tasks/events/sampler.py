@@ -224,7 +224,8 @@ def draw_infilled(
     ticks = infill.bar_ticks(original, gap.last + 1 + gap.bars)
     begin, end = ticks[gap.first], ticks[gap.last + 1]
     decoded = [codec.decode(fill) for fill in fills]
-    scores = [infill.splice(original, fill, begin, end) for fill, _ in decoded]
+    step = infill.grid_step(original, codec.tokenizer)
+    scores = [infill.splice(original, fill, begin, end, step) for fill, _ in decoded]
     # the excerpt heard and pictured: the gap and as many bars either side (its notes as the piece has them)
     around = ticks[max(0, gap.first - gap.bars)], ticks[gap.last + 1 + gap.bars]
     excerpts = [score.clip(*around).shift_time(-around[0]) for score in scores]
