@@ -260,14 +260,7 @@ def _judge_samples(folder: Path, data: dict) -> dict:
     if getattr(getattr(load_model(folder).sampler, "codec", None), "infilling", False):
         with tempfile.TemporaryDirectory() as out:
             infilled = evaluate(
-                options(
-                    [
-                        *args[:-1],
-                        f"out_dir={out}",
-                        "audio=false",
-                        *(f"{k}={v}" for k, v in CARD_INFILL.items()),
-                    ]
-                )
+                options([*args, f"out_dir={out}", *(f"{k}={v}" for k, v in CARD_INFILL.items())])
             )
         judged["infill"] = {
             **CARD_INFILL,
