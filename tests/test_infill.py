@@ -21,7 +21,7 @@ from lm_music.tasks.events.codec import (
 from lm_music.tasks.events.infill import (
     CONTEXT_AFTER,
     CONTEXT_BEFORE,
-    FillControl,
+    BarControl,
     Gap,
     bar_starts,
     bar_ticks,
@@ -161,7 +161,7 @@ def test_the_fill_control_gives_the_controls_after_each_bar_and_ends_after_the_l
         "ACBarOnsetPolyphonyMax_3",
         "ACBarNoteDensity_5",
     ]
-    control = FillControl(codec, 3, controls, 4, codec.grammar(prime.tolist(), 4))
+    control = BarControl(codec, controls, 4, codec.grammar(prime.tolist(), 4), gap=3)
     rows = sampler.draw_ids(
         prime.tolist(), 4, 600, generator=torch.Generator().manual_seed(1), processor=control
     )
@@ -229,6 +229,30 @@ def test_sample_py_rewrites_bars_5_to_8_and_keeps_every_other_note_of_the_song(i
         assert all(begin <= n.time < end for n in piece.tracks[-1].notes)
 
 
+def test_controls_steer_every_bar_of_a_continuation_too(infill_run, tmp_path):
+    from lm_music.generation import draw, load_model
+    from lm_music.options import sample_options
+
+    model = load_model(str(infill_run[0]), "cpu")
+    codec = model.sampler.codec
+    options = sample_options()
+    options.merge_with(
+        {"num_samples": 2, "length": 300, "audio": False, "controls": {"note_density": 5, "polyphony": "1-2"}}
+    )
+    samples = draw(model, options)
+    asked = names(codec, control_ids(codec, {"note_density": 5, "polyphony": "1-2"}, 1)[0])
+    for ids in samples.ids:
+        tokens = names(codec, ids[1:])
+        bars = [i for i, t in enumerate(tokens) if t == "Bar_None"]
+        assert len(bars) >= 2
+        for bar in bars:  # the controls asked for after every Bar drawn, and no other
+            assert tokens[bar + 1 : bar + 4] == asked[: len(tokens) - bar - 1]
+        assert sum(t.startswith("AC") for t in tokens) <= 3 * len(bars)
+    with pytest.raises(UserError, match="trained without attribute controls"):
+        options.merge_with({"controls": {"note_density": 5}})
+        draw(load_model("pretrained:pop909", "cpu"), options)
+
+
 def test_a_mirex_prompt_has_its_bars_infilled_too(infill_run, tmp_path):
     import json
 
@@ -255,7 +279,6 @@ def test_bad_infill_input_is_one_line(infill_run, tmp_path):
         (["infill_bars=5-8", "controls.note_density=many"], "controls.note_density must be a whole number"),
         (["infill_bars=5-8", "controls.note_density=[1,2]"], "gives 2 values for 4 bars"),
         (["infill_bars=5-8", "controls.polyphony=9"], "outside the model's range"),
-        (["controls.note_density=3"], "give infill_bars too"),
         (["infill_bars=5-8", "prime_midi=null", "prime_json=null"], "give it as prime_midi=SONG.mid"),
     ]
     for extra, message in cases:

@@ -99,7 +99,7 @@ class TokenSampler(NetworkSampler):
             return ids
 
         prime = prime[None].expand(num_samples, -1)
-        # a processor that knows when every row has ended (the infilling's `FillControl`) stops the loop there
+        # a processor that knows when every row has ended (the infilling's `BarControl`) stops the loop there
         ids = generate(self.step(labels, cache), prime, length, draw, getattr(processor, "finished", None))
         rows = ids.tolist()
         return [row[: row.index(self.codec.EOS)] if self.codec.EOS in row else row for row in rows]

@@ -427,7 +427,7 @@ class GrammarMask:
         self.follows[:, codec.EOS] = True  # a draw may always end
         if codec.infilling:
             self.follows[:, codec.FILL_END] = (
-                True  # as may the bars drawn to fill a gap (`infill.FillControl`)
+                True  # as may the bars drawn to fill a gap (`infill.BarControl`)
             )
         self.kind, self.eos = kind, codec.EOS
 

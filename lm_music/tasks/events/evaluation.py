@@ -179,12 +179,12 @@ class InfillEvaluation(EventEvaluation):
                 "polyphony": [f"{lo}-{hi}" if d else None for d, lo, hi in donor],
             }
             for kind, given in (("free", {}), ("controlled", controls)):
-                control = infill.FillControl(
+                control = infill.BarControl(
                     self.codec,
-                    self.bars,
                     infill.control_ids(self.codec, given, self.bars),
                     1,
                     self.codec.grammar(prime.tolist(), 1) if cfg.get("grammar", True) else None,
+                    gap=self.bars,
                 )
                 row = sampler.draw_ids(
                     prime.tolist(),

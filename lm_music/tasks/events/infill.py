@@ -7,7 +7,7 @@ A piece's bars `first..last` are cut out, each left as one `Infill_Bar` mark, an
 so a left-to-right model writes them seeing the music on both sides. Each bar may carry MidiTok's bar
 attribute controls (note density, onset polyphony) right after its Bar token; in training each is kept at a
 rate drawn per example, so one model writes freely, obeys the controls it is given, and still continues a
-piece (a share of the training windows stays plain continuation). In sampling, `FillControl` gives the
+piece (a share of the training windows stays plain continuation). In sampling, `BarControl` gives the
 requested controls after each new Bar token and ends the fill after k bars; `splice` puts the new notes into
 the file, every note outside the gap as it was. This module knows nothing of Lightning or of files.
 """
@@ -110,10 +110,11 @@ def training_examples(
     return examples
 
 
-def control_ids(codec, controls: dict, bars: int) -> list[list[int]]:
+def control_ids(codec, controls: dict, bars: int, exact: bool = True) -> list[list[int]]:
     """The ids to give after each of `bars` new Bar tokens: `controls` maps a control's name (`codec.CONTROLS`)
-    to one value for every bar or a list of one per bar. note_density: notes in the bar (0-18, 18 meaning
-    18 or more); polyphony: notes sounding at each onset, N or MIN-MAX (1-6). One line for anything else."""
+    to one value for every bar or a list of one per bar (`exact`: as many as `bars`; else the first bars, the
+    others free). note_density: notes in the bar (0-18, 18 meaning 18 or more); polyphony: notes struck
+    together at each onset, N or MIN-MAX (1-6). One line for anything else."""
     given = {k: v for k, v in (controls or {}).items() if v is not None}
     if given and not codec.controls:
         raise UserError("this model was trained without attribute controls: leave controls.* out")
@@ -159,14 +160,17 @@ def _range_hint(order: list[str]) -> str:
     return "; ".join(f"{kind} {values[0]}-{values[-1]}" for kind, values in kinds.items())
 
 
-class FillControl:
-    """The processor (`TokenSampler.draw_ids`) that keeps a fill to its gap: each row first draws a Bar,
-    is given the requested controls after each of its first `bars` Bar tokens (and draws no control
-    itself: the controls are the user's), may not end before it has begun them all, and is ended (the end
-    id forced) once it draws a further Bar, FillBar_End or the end. `inner` (the grammar mask) masks first."""
+class BarControl:
+    """The processor (`TokenSampler.draw_ids`) that gives each row the user's controls after its Bar tokens:
+    `controls[k]` after its k-th (bars past the list are free), and no control the row would draw itself.
+    With `gap` (infilling a gap of that many bars) it also keeps the fill to the gap: the row first draws a
+    Bar, may not end before it has begun `gap` bars, and is ended (the end id forced) once it draws a further
+    Bar, FillBar_End or the end. `inner` (the grammar mask) masks first."""
 
-    def __init__(self, codec, bars: int, controls: list[list[int]], batch: int, inner=None) -> None:
-        self.codec, self.bars, self.controls, self.inner = codec, bars, controls, inner
+    def __init__(
+        self, codec, controls: list[list[int]], batch: int, inner=None, gap: int | None = None
+    ) -> None:
+        self.codec, self.controls, self.inner, self.gap = codec, controls, inner, gap
         self.begun = [0] * batch
         self.pending: list[list[int]] = [[] for _ in range(batch)]
         self.done = [False] * batch
@@ -174,7 +178,7 @@ class FillControl:
 
     def mask(self, logits: torch.Tensor) -> torch.Tensor:
         logits = self.inner.mask(logits) if self.inner is not None else logits.clone()
-        codec = self.codec
+        codec, filling = self.codec, self.gap is not None
         for row in range(len(self.done)):
             forced = (
                 codec.EOS
@@ -182,7 +186,7 @@ class FillControl:
                 else self.pending[row][0]
                 if self.pending[row]
                 else codec.BAR
-                if self.begun[row] == 0
+                if filling and self.begun[row] == 0
                 else None
             )
             if forced is not None:
@@ -190,28 +194,29 @@ class FillControl:
                 logits[row, forced] = 0.0
                 continue
             logits[row, self.control_ids] = -math.inf
-            if self.begun[row] < self.bars:
+            if filling and self.begun[row] < self.gap:
                 logits[row, [codec.EOS, codec.FILL_END]] = -math.inf
         return logits
 
     def update(self, ids: torch.Tensor) -> None:
         if self.inner is not None:
             self.inner.update(ids)
-        codec = self.codec
+        codec, filling = self.codec, self.gap is not None
         for row, i in enumerate(ids.tolist()):
             if self.done[row]:
                 continue
             if self.pending[row] and i == self.pending[row][0]:
                 self.pending[row].pop(0)
-            elif i == codec.BAR and self.begun[row] < self.bars:
-                self.pending[row] = list(self.controls[self.begun[row]])
+            elif i == codec.BAR and not (filling and self.begun[row] == self.gap):
+                k = self.begun[row]
+                self.pending[row] = list(self.controls[k]) if k < len(self.controls) else []
                 self.begun[row] += 1
-            elif i in (codec.BAR, codec.FILL_END, codec.EOS):
+            elif filling and i in (codec.BAR, codec.FILL_END, codec.EOS):
                 self.done[row] = True
 
     def finished(self) -> bool:
-        """Every row has ended: nothing more to draw."""
-        return all(self.done)
+        """A fill: every row has ended, nothing more to draw (a continuation ends at its end id)."""
+        return self.gap is not None and all(self.done)
 
 
 def fill_of(drawn: Sequence[int], codec, bars: int) -> list[int]:

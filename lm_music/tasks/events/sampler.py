@@ -46,15 +46,19 @@ class EventSampler(TokenSampler):
         grammar: bool = True,
         cache: ContinuousCache | None = None,
         min_length: int = 0,
+        controls: list[list[int]] | None = None,
     ) -> list[list[int]]:
         """`num_samples` id lists drawn as one batch: the prime's ids (the start id when none), then up to
         `length` drawn ids (fewer where the model ends the piece). Decode them with `codec.decode`. With
         `grammar`, each draw is kept to the ids MidiTok's grammar lets follow (`events.GrammarMask`; not for
         a BPE vocabulary); without it, what the model draws is what it gives. `cache`: drawn through a
         continuous cache (`lm_music.cache`), which can copy a section the piece has already played;
-        `min_length`: no piece ends before that many drawn ids."""
+        `min_length`: no piece ends before that many drawn ids; `controls`: the attribute-control ids to give
+        after each Bar drawn, bar by bar (`infill.BarControl`; a model trained with controls)."""
         prime = list(prime_ids) if prime_ids is not None else [self.codec.BOS]
         mask = self.codec.grammar(prime, num_samples) if grammar else None
+        if controls:
+            mask = infill.BarControl(self.codec, controls, num_samples, mask)
         rows = self.draw_ids(
             prime,
             num_samples,
@@ -124,10 +128,9 @@ def draw(sampler: EventSampler, options, generator: torch.Generator) -> EventSam
         raise UserError("give prime_midi or prime_json, not both")
     if options.get("infill_bars"):
         return draw_infilled(sampler, options, generator, renderer)
+    controls = None  # every bar drawn steered, or the first ones (a list)
     if any(v is not None for v in (options.get("controls") or {}).values()):
-        raise UserError(
-            "controls.* steer the bars of infill_bars=: give infill_bars too (e.g. infill_bars=5-8)"
-        )
+        controls = infill.control_ids(codec, options.controls, options.length, exact=False)
     if options.get("prime_midi"):
         prime = codec.encode(prime_score(options.prime_midi, codec.tracks), eos=False)[
             : 1 + options.prime_tokens
@@ -145,6 +148,7 @@ def draw(sampler: EventSampler, options, generator: torch.Generator) -> EventSam
         grammar=options.get("grammar", True),
         cache=ContinuousCache.from_options(options),
         min_length=options.get("min_length") or 0,
+        controls=controls,
     )
     decoded = [codec.decode(row) for row in ids]
     scores, dropped = [score for score, _ in decoded], [n for _, n in decoded]
@@ -209,7 +213,7 @@ def draw_infilled(
         options.get("top_k"),
         options.get("top_p"),
         generator,
-        processor=infill.FillControl(codec, gap.bars, controls, options.num_samples, mask),
+        processor=infill.BarControl(codec, controls, options.num_samples, mask, gap=gap.bars),
         cache=ContinuousCache.from_options(options),
     )
     fills = [infill.fill_of(row, codec, gap.bars) for row in rows]
