@@ -240,8 +240,8 @@ def infill_section(infill: dict, where: str, judged: dict) -> list[str]:
             else "."
         ),
         "",
-        "Each gap filled again with the controls of another song's real gap (every bar's note density and "
-        "onset polyphony), against the fills without controls:",
+        "Each gap filled again with the controls of another song's real gap in the same time signature (every "
+        "bar's note density and onset polyphony), against the fills without controls:",
         "",
         "| | with the controls | without |",
         "|---|---|---|",

@@ -119,8 +119,8 @@ class InfillEvaluation(EventEvaluation):
     cut at a seeded place from `num_samples` songs of the reference split (at least MARGIN bars from either
     end). The fills drawn without controls are the samples, the real bars they replace the reference, gaps
     of the ceiling split the ceiling, the usual unigram draws the floor: the same features and OA as any
-    sample. Each gap is drawn a second time with the controls of another song's real gap (its bars' note
-    density and polyphony), and the report says how closely the bars follow them (density NRMSE: RMSE over
+    sample. Each gap is drawn a second time with the controls of another song's real gap in the same time
+    signature (its bars' note density and polyphony), and the report says how closely the bars follow them (density NRMSE: RMSE over
     the requests' standard deviation; polyphony: exact (min, max) matches) against the fills drawn without,
     and how the new bars join the bars around them (density steps at the joins, pitch-class likeness to the
     context) against the real ones."""
@@ -165,14 +165,21 @@ class InfillEvaluation(EventEvaluation):
         """One fill of each gap without controls (the samples), one with a donor gap's controls."""
         self.cases = self.gaps(self.loaded["splits"][str(cfg.reference)], int(cfg.num_samples), int(cfg.seed))
         sampler = model.sampler
-        generator = torch.Generator(device=sampler.device).manual_seed(int(cfg.seed))
+        # one stream for the free fills (the samples judged), one for the controlled: neither moves the other
+        generators = {
+            kind: torch.Generator(device=sampler.device).manual_seed(int(cfg.seed) + k)
+            for k, kind in enumerate(("free", "controlled"))
+        }
         measured = [infill.bar_measures(self.codec, real) for *_, real in self.cases]
+        meters = [self._meter(real) for *_, real in self.cases]
         self.fills = {"free": [], "controlled": []}
         self.requests = []
         for i, (*_, prime, _real) in enumerate(self.cases):
-            donor = measured[
-                (i + 1) % len(measured)
-            ]  # another song's bars: nothing in this context implies them
+            # the next gap of another song in the same time signature: bars a piece in this meter could have,
+            # which nothing in this context implies
+            others = [(i + k) % len(self.cases) for k in range(1, len(self.cases))]
+            same = [j for j in others if meters[j] == meters[i] and self.cases[j][0] is not self.cases[i][0]]
+            donor = measured[(same or others or [i])[0]]
             self.requests.append(donor)
             controls = {
                 "note_density": [d for d, _, _ in donor],
@@ -193,7 +200,7 @@ class InfillEvaluation(EventEvaluation):
                     cfg.temperature,
                     cfg.get("top_k"),
                     cfg.get("top_p"),
-                    generator,
+                    generators[kind],
                     processor=control,
                     cache=ContinuousCache.from_options(cfg),
                 )[0]
@@ -201,6 +208,11 @@ class InfillEvaluation(EventEvaluation):
                     np.asarray(infill.fill_of(row, self.codec, self.bars), dtype=np.int32)
                 )
         return self.fills["free"]
+
+    def _meter(self, ids) -> str:
+        """The time signature token of a gap's first bar ("" where it has none)."""
+        table = self.codec.names()
+        return next((table[i] for i in ids if table[i].startswith("TimeSig_")), "")
 
     def sets(self, samples: list, loaded: dict, args) -> Sets:
         splits, name = loaded["splits"], str(args.get("reference", "test"))
