@@ -99,9 +99,10 @@ class Page:
             model = self.load(model_path, loaded)
         except UserError as err:
             raise gr.Error(str(err), duration=8) from None
-        # `picked` in build_app: summary, controls, temperature, length, rendered, texts, slots, box, model
+        # `picked` in build_app: summary, controls, temperature, length, the Infill tab's temperature, rendered,
+        # texts, slots, the Infill tab's results, box, model
         if model is loaded:
-            skipped = len(CONTROLS) + 5 + 3 * MAX_SAMPLES + 2 + 3 * INFILL_SAMPLES
+            skipped = len(CONTROLS) + 6 + 3 * MAX_SAMPLES + 2 + 3 * INFILL_SAMPLES
             return [self.describe(model), *[gr.skip()] * skipped, model]
         artists = list(getattr(model.sampler, "artists", []) or [])
         if not getattr(model.sampler, "conditional", False):
@@ -121,6 +122,7 @@ class Page:
         decoding = [
             gr.update(value=defaults["temperature"]),
             gr.update(label=f"Length ({model.task.unit})"),
+            gr.update(value=defaults["temperature"]),  # the Infill tab's
         ]
         cleared = [gr.update(value="", visible=False)] + [gr.update(value=None, visible=False)] * (
             3 * MAX_SAMPLES
@@ -352,6 +354,7 @@ def build_app(
             *shown,
             temperature,
             length,
+            infill_temperature,
             rendered,
             texts,
             *slots,
