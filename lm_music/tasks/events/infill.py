@@ -57,14 +57,12 @@ def bar_starts(ids: np.ndarray, bar_id: int) -> np.ndarray:
     return np.flatnonzero(np.asarray(ids) == bar_id)
 
 
-def layout(
-    ids: np.ndarray, starts: np.ndarray, gap: Gap, marks: tuple[int, int, int], end: int | None = None
-):
+def layout(ids: np.ndarray, starts: np.ndarray, gap: Gap, marks: tuple[int, int, int]):
     """(prime, target) of the infilling layout: the whole bars before the gap that fit in CONTEXT_BEFORE
     tokens (the start id too when they reach it), one mark per cut bar, the bars after it that fit in
-    CONTEXT_AFTER, FillBar_Start; the gap's own ids are the target. `end`: where the last bar stops."""
+    CONTEXT_AFTER (the rest of the piece when it fits), FillBar_Start; the gap's own ids are the target."""
     infill, fill_start, _ = marks
-    end = len(ids) if end is None else end
+    end = len(ids)
     begin, stop = starts[gap.first], starts[gap.last + 1] if gap.last + 1 < len(starts) else end
     fits_before = starts[(starts >= begin - CONTEXT_BEFORE) & (starts <= begin)]
     context_from = fits_before[0] if len(fits_before) else begin
