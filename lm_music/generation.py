@@ -101,4 +101,4 @@ def sample(cfg: DictConfig) -> tuple[object, list[Path]]:
     model = load_model(path, cfg.get("device"))
     threads.start()
     samples = draw(model, cfg)
-    return samples, model.task.write(samples, Path(cfg.out_dir))
+    return samples, model.task.write(samples, Path(str(cfg.out_dir)))

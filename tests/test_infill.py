@@ -342,3 +342,16 @@ def test_an_unknown_control_or_option_on_the_command_line_is_one_line():
     done = run_script("sample.py", "lenght=3")
     assert done.returncode and done.stderr.strip().startswith("error: unknown option lenght; the options are")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_the_excerpt_heard_holds_no_note_past_its_end():
+    from lm_music.tasks.events.infill import excerpt
+
+    song = symusic.Score(str(SONG))
+    ticks = bar_ticks(song, 13)
+    cut = excerpt(song, ticks[4], ticks[12])
+    notes = [n for t in cut.tracks for n in t.notes]
+    kept = [n for t in song.tracks for n in t.notes if ticks[4] <= n.time < ticks[12]]
+    assert len(notes) == len(kept) > 0 and min(n.time for n in notes) >= 0
+    assert max(n.time + n.duration for n in notes) <= ticks[12] - ticks[4]
+    assert any(n.time + n.duration > ticks[12] for n in kept)  # the file holds some past it

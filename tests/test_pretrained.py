@@ -97,6 +97,7 @@ def test_pretrained_list_shows_every_shipped_model_with_its_summary(tmp_path):
         "nottingham",
         "piano_midi",
         "pop909",
+        "pop909_infill",
     ]
     for name in pretrained_names():
         summary = json.loads((PRETRAINED_DIR / name / "config.json").read_text())["summary"]
@@ -113,6 +114,7 @@ RESCORE = {
     "lyrics": ["experiment=lyrics"],
     "lyrics_authors": ["experiment=lyrics_conditional", "data.min_songs=10", "data.others=Other authors"],
     "pop909": ["experiment=pop909_events", f"data.path={data_path('midi/pop909')}"],
+    "pop909_infill": ["experiment=pop909_infill", f"data.path={data_path('midi/pop909')}"],
 }
 SLOW = pytest.mark.slow
 
@@ -127,6 +129,7 @@ SLOW = pytest.mark.slow
         pytest.param("lyrics", marks=SLOW),
         pytest.param("lyrics_authors", marks=SLOW),
         pytest.param("pop909", marks=SLOW),  # 86 songs scored whole, in chunks past the context
+        pytest.param("pop909_infill", marks=SLOW),
     ],
 )
 def test_each_shipped_model_rescores_to_its_card(name, tmp_path, chorale_cache):
@@ -210,6 +213,7 @@ def card_samples_args(name: str, out) -> tuple[list[str], dict]:
         pytest.param("lyrics", marks=pytest.mark.slow),
         pytest.param("lyrics_authors", marks=pytest.mark.slow),
         pytest.param("pop909", marks=pytest.mark.slow),
+        pytest.param("pop909_infill", marks=pytest.mark.slow),
     ],
 )
 def test_each_cards_samples_section_is_what_its_command_gives(name, tmp_path):
@@ -225,3 +229,48 @@ def test_each_cards_samples_section_is_what_its_command_gives(name, tmp_path):
         )
     card = (PRETRAINED_DIR / name / "README.md").read_text()
     assert f"**{judged['mean_oa']['model']:.3f}**" in card and "## Samples" in card
+    if judged.get("infill"):  # a model trained to infill: its "Infilling" section, by its command
+        infill = judged["infill"]
+        args = [a for a in args if not a.startswith(("length=", "out_dir="))]
+        extra = [f"infill={infill['infill']}", f"length={infill['length']}", f"out_dir={tmp_path / 'infill'}"]
+        result = evaluate(options([*args, *extra, "threads=1"]))
+        for anchor in ("model", "ceiling", "floor"):
+            assert result["summary"]["mean_oa"][anchor] == pytest.approx(infill["mean_oa"][anchor], abs=1e-6)
+        for kind in ("free", "controlled"):
+            assert result["infill"][kind]["density_nrmse"] == pytest.approx(
+                infill[kind]["density_nrmse"], abs=1e-6
+            )
+        assert f"**{infill['mean_oa']['model']:.3f}**" in card and "## Infilling" in card
+
+
+def test_the_shipped_infill_model_rewrites_bars_as_asked_with_no_data(tmp_path):
+    """`pretrained=pop909_infill` in a folder with no data: bars 5-8 of a test song rewritten, every other note
+    the file's own, and the density control obeyed: asking for 2 notes a bar gives fewer new notes than 14."""
+    from lm_music.generation import load_model
+    from lm_music.tasks.events.infill import bar_ticks, grid_step, in_gap
+
+    song = sorted((data_path("midi/pop909") / "test").glob("*.mid"))[1]
+    original = symusic.Score(str(song))
+    ticks = bar_ticks(original, 9)
+    begin, end = ticks[4], ticks[8]
+    step = grid_step(original, load_model("pretrained:pop909_infill", "cpu").sampler.codec.tokenizer)
+    counts = {}
+    for density in (2, 14):
+        args = [
+            "pretrained=pop909_infill",
+            f"prime_midi={song}",
+            "infill_bars=5-8",
+            f"controls.note_density={density}",
+        ]
+        done = run_script(
+            str(ROOT / "sample.py"), *args, "num_samples=4", "threads=1", f"out_dir=d{density}", cwd=tmp_path
+        )
+        assert done.returncode == 0, done.stderr
+        counts[density] = []
+        for i in range(4):
+            piece = symusic.Score(str(tmp_path / f"d{density}" / f"sample_{i:03d}.mid"))
+            for mine, theirs in zip(piece.tracks, original.tracks):
+                assert list(mine.notes) == [n for n in theirs.notes if not in_gap(n.time, begin, end, step)]
+            assert all(begin <= n.time < end for n in piece.tracks[-1].notes)
+            counts[density].append(piece.tracks[-1].note_num())
+    assert sum(counts[2]) < sum(counts[14])

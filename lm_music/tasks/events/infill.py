@@ -308,3 +308,15 @@ def seconds_at(score, ticks: Sequence[int]) -> list[float]:
     track.notes = [symusic.Note(int(t), 1, 60, 1) for t in ticks]
     probe.tracks.append(track)
     return [float(n.time) for n in probe.to("second").tracks[0].notes]
+
+
+def excerpt(score, begin: int, end: int):
+    """Ticks [begin, end) of a score from 0: the notes and pedals that start there, held no further than
+    `end` (a note of the file held for half a minute would make the excerpt's audio that long)."""
+    cut = score.clip(begin, end).shift_time(-begin)
+    for track in cut.tracks:
+        for note in track.notes:
+            note.duration = min(note.duration, end - begin - note.time)
+        for pedal in track.pedals:
+            pedal.duration = min(pedal.duration, end - begin - pedal.time)
+    return cut

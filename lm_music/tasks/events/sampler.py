@@ -232,7 +232,7 @@ def draw_infilled(
     scores = [infill.splice(original, fill, begin, end, step) for fill, _ in decoded]
     # the excerpt heard and pictured: the gap and as many bars either side (its notes as the piece has them)
     around = ticks[max(0, gap.first - gap.bars)], ticks[gap.last + 1 + gap.bars]
-    excerpts = [score.clip(*around).shift_time(-around[0]) for score in scores]
+    excerpts = [infill.excerpt(score, *around) for score in scores]
     frames = 4 / original.ticks_per_quarter  # `velocity_roll`'s frames (16ths) per tick
     seconds = infill.seconds_at(original, [begin, end])
     samples = EventSamples(
