@@ -276,6 +276,24 @@ def _result_slots(count: int, prefix: str = "") -> list:
     return slots
 
 
+def drawing(button, draw, inputs: list, results: list, loaded, api_name: str) -> None:
+    """`button` runs `draw(*inputs, loaded)` into `results` and `loaded` (the visitor's model; endpoint
+    `/api_name`). It is disabled while a request runs, so that a second click does not queue another; after
+    bad input the error is shown once, the results stay as they were (their error badges reset) and the
+    button is enabled again."""
+    drawn = button.click(lambda: gr.update(interactive=False), None, button, api_visibility="private").then(
+        draw, [*inputs, loaded], [*results, loaded], show_progress="full", api_name=api_name
+    )
+    drawn.success(lambda: gr.update(interactive=True), None, button, api_visibility="private")
+    drawn.failure(
+        lambda: [gr.update()] * len(results) + [gr.update(interactive=True)],
+        None,
+        [*results, button],
+        show_progress="hidden",
+        api_visibility="private",
+    )
+
+
 def build_app(
     runs_dir: str | Path = "logs", threads: str | int = "auto", host: str = "127.0.0.1"
 ) -> gr.Blocks:
@@ -384,44 +402,22 @@ def build_app(
         if first:
             app.load(page.choose_model, [model, loaded], picked, api_visibility="private")
         inputs = [model, *(controls[c] for c in ("prime", "artist", "top_k", "top_p", "prime_midi"))]
-        # Generate is disabled while a request runs, so that a second click does not queue another
         results = [texts, *slots, rendered]
-        drawn = generate.click(
-            lambda: gr.update(interactive=False), None, generate, api_visibility="private"
-        ).then(
+        drawing(
+            generate,
             page.generate,
-            [*inputs, temperature, length, num_samples, seed, loaded],
-            [*results, loaded],
-            show_progress="full",
-            api_name="generate",
+            [*inputs, temperature, length, num_samples, seed],
+            results,
+            loaded,
+            "generate",
         )
-        drawn.success(lambda: gr.update(interactive=True), None, generate, api_visibility="private")
-        # after bad input: the error shown once, the results as they were (their error badges reset), and
-        # Generate enabled again
-        drawn.failure(
-            lambda: [gr.update()] * len(results) + [gr.update(interactive=True)],
-            None,
-            [*results, generate],
-            show_progress="hidden",
-            api_visibility="private",
-        )
-        infill_results = [infilled, infill_rendered, *infill_slots]
-        filled = infill_button.click(
-            lambda: gr.update(interactive=False), None, infill_button, api_visibility="private"
-        ).then(
+        drawing(
+            infill_button,
             page.infill,
-            [model, song, bars, density, polyphony, infill_temperature, infill_samples, infill_seed, loaded],
-            [*infill_results, loaded],
-            show_progress="full",
-            api_name="infill",
-        )
-        filled.success(lambda: gr.update(interactive=True), None, infill_button, api_visibility="private")
-        filled.failure(
-            lambda: [gr.update()] * len(infill_results) + [gr.update(interactive=True)],
-            None,
-            [*infill_results, infill_button],
-            show_progress="hidden",
-            api_visibility="private",
+            [model, song, bars, density, polyphony, infill_temperature, infill_samples, infill_seed],
+            [infilled, infill_rendered, *infill_slots],
+            loaded,
+            "infill",
         )
     return app
 
