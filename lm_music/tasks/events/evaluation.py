@@ -242,10 +242,12 @@ class InfillEvaluation(EventEvaluation):
         result = {"bars": bars, "gaps": len(self.cases), "margin": MARGIN}
         short = sum(np.sum(f == codec.BAR) < bars for f in self.fills["free"] + self.fills["controlled"])
         result["fills_cut_by_length"] = int(short)
+        measured = {  # every bar of every fill, (notes, polyphony min, max), measured once
+            kind: np.array([m for f in fills for m in _padded(infill.bar_measures(codec, f), bars)], float)
+            for kind, fills in self.fills.items()
+        }
         for kind in ("free", "controlled"):
-            got = np.array(
-                [m for f in self.fills[kind] for m in _padded(infill.bar_measures(codec, f), bars)], float
-            )
+            got = measured[kind]
             playing = requested[:, 0] > 0
             spread = requested[:, 0].std() or 1.0
             result[kind] = {
@@ -255,13 +257,8 @@ class InfillEvaluation(EventEvaluation):
             }
             result[kind]["join"] = _joins(codec, self.cases, self.fills[kind])
         result["real"] = {"join": _joins(codec, self.cases, [real for *_, real in self.cases])}
-        free = np.array(
-            [m[0] for f in self.fills["free"] for m in _padded(infill.bar_measures(codec, f), bars)]
-        )
-        ctrl = np.array(
-            [m[0] for f in self.fills["controlled"] for m in _padded(infill.bar_measures(codec, f), bars)]
-        )
-        result["density_change_by_controls"] = float(np.abs(ctrl - free).mean())
+        moved = measured["controlled"][:, 0] - measured["free"][:, 0]
+        result["density_change_by_controls"] = float(np.abs(moved).mean())
         return {"infill": result, "lines": infill_lines(result)}
 
 
