@@ -1,15 +1,17 @@
-"""Which continuous cache (lm_music/cache.py: theta, lambda) gives each shipped token model the lowest NLL on its
-VALIDATION split, and what does it give on test?
+"""Which continuous cache (lm_music/cache.py: theta, lambda) and which refrain (start, follow, boost) give each
+shipped token model the lowest NLL on its VALIDATION split, and what do they give on test?
 
     python bench/cache.py [--models lyrics,lyrics_authors,pop909] [--thetas 0.1 0.3 1] [--lambdas 0.05 0.1 0.2]
+        [--refrain-starts 0.05 0.1 --refrain-follows 0.3 0.5 --refrain-boosts 10 30]
         [--split valid] [--out bench/results/cache.jsonl]
 
 The split is read as the model's training run read it (its `training_command`'s experiment and data settings,
 through the task's data module), and scored as the test step scores it: the net's features once per batch, then
-the mixture at every setting of the grid. One JSON line per model and split: per setting the pooled NLL in nats
-per token, bits per character (lyrics) or bits per note (events, over the split's notes), and the best setting.
-The chosen one goes into the model's config.json `decoding` (`python -m lm_music.export card=...
-decoding.cache_lambda=L decoding.cache_theta=T`), never chosen on test.
+the mixture at every setting of the grid; the refrain's grid (when given) over no cache and over the best cache.
+One JSON line per model and split: per setting the pooled NLL in nats per token, bits per character (lyrics)
+or bits per note (events, over the split's notes), and the best settings. The chosen ones go into the model's
+config.json `decoding` (`python -m lm_music.export card=... decoding.cache_lambda=L decoding.cache_theta=T
+decoding.refrain_start=S ...`), never chosen on test.
 """
 
 import argparse
@@ -51,11 +53,14 @@ def split_loader(model, data_path: Path, split: str):
 
 @torch.no_grad()
 def score(model, loader, grid: list[tuple[float, float]]) -> dict:
-    """Summed NLL (nats) of the split's predicted tokens with no cache and at each (theta, lambda), and their count."""
+    """Summed NLL (nats) of the split's predicted tokens with no cache and at each (theta, lambda), their count,
+    and each batch's targets and tokens' NLL at each setting (for the refrain)."""
     from lm_music.cache import ContinuousCache
 
     net, pad = model.sampler.net.eval(), model.sampler.codec.PAD
     totals = {None: 0.0, **{setting: 0.0 for setting in grid}}
+    tokens: dict = {setting: [] for setting in totals}
+    targets_seen = []
     count = 0
     for batch in loader:
         ids = batch["sequences"].long()
@@ -65,13 +70,29 @@ def score(model, loader, grid: list[tuple[float, float]]) -> dict:
         real = targets != pad
         count += int(real.sum())
         plain = torch.nn.functional.cross_entropy(
-            logits.transpose(1, 2).float(), targets, ignore_index=pad, reduction="sum"
+            logits.transpose(1, 2).float(), targets, ignore_index=pad, reduction="none"
         )
-        totals[None] += float(plain)
+        totals[None] += float(plain.sum())
+        tokens[None].append(plain)
+        targets_seen.append(targets)
         for theta, lam in grid:
             nll = ContinuousCache(lam, theta).sequence_nll(logits, features, targets, pad)
             totals[(theta, lam)] += float(nll.sum())
-    return {"totals": totals, "count": count}
+            tokens[(theta, lam)].append(nll)
+    return {"totals": totals, "count": count, "tokens": tokens, "targets": targets_seen}
+
+
+def refrain_totals(model, scored: dict, over, grid: list[tuple[float, float, float]]) -> dict:
+    """Summed NLL (nats) under each refrain (start, follow, boost) of the grid, over the tokens' NLL at cache
+    setting `over` (None: no cache)."""
+    from lm_music.cache import Refrain
+
+    pad, separator = model.sampler.codec.PAD, model.sampler.separator()
+    pairs = list(zip(scored["tokens"][over], scored["targets"], strict=True))
+    return {
+        setting: sum(float(Refrain(*setting).sequence_nll(nll, t, pad, separator).sum()) for nll, t in pairs)
+        for setting in grid
+    }
 
 
 def figures(total: float, count: int, counts: dict | None) -> dict:
@@ -88,6 +109,9 @@ def main() -> None:
     parser.add_argument("--models", default="lyrics,lyrics_authors,pop909")
     parser.add_argument("--thetas", type=float, nargs="+", default=[0.1, 0.3, 1.0])
     parser.add_argument("--lambdas", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.3])
+    parser.add_argument("--refrain-starts", type=float, nargs="*", default=[])
+    parser.add_argument("--refrain-follows", type=float, nargs="*", default=[0.0])
+    parser.add_argument("--refrain-boosts", type=float, nargs="*", default=[0.0])
     parser.add_argument("--split", default="valid", choices=["valid", "test"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
@@ -104,16 +128,30 @@ def main() -> None:
             "none" if s is None else f"theta={s[0]} lambda={s[1]}": figures(t, scored["count"], counts)
             for s, t in scored["totals"].items()
         }
-        best = min(grid, key=lambda s: scored["totals"][s])
+        best = min(grid, key=lambda s: scored["totals"][s]) if grid else None
         line = {
             "benchmark": "cache",
             "model": name,
             "split": args.split,
             "tokens": scored["count"],
             "settings": rows,
-            "best": {"cache_theta": best[0], "cache_lambda": best[1]},
-            **hardware(),
+            "best": {"cache_theta": best[0], "cache_lambda": best[1]} if best else {},
+            "best_without_cache": {},
         }
+        refrains = list(itertools.product(args.refrain_starts, args.refrain_follows, args.refrain_boosts))
+        for over in dict.fromkeys([None, best]) if refrains else []:
+            totals = refrain_totals(model, scored, over, refrains)
+            cache = "" if over is None else f"theta={over[0]} lambda={over[1]} "
+            for (start, follow, boost), total in totals.items():
+                key = f"{cache}refrain={start},{follow},{boost}"
+                line["settings"][key] = figures(total, scored["count"], counts)
+            chosen = min(totals, key=totals.get)
+            line["best" if over == best else "best_without_cache"] |= {
+                "refrain_start": chosen[0],
+                "refrain_follow": chosen[1],
+                "refrain_boost": chosen[2],
+            }
+        line |= hardware()
         print(json.dumps(line))
         if args.out:
             with args.out.open("a") as f:

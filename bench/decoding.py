@@ -22,6 +22,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import hardware  # noqa: E402
 
+from lm_music.cache import REFRAIN_OPTIONS  # noqa: E402
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # the card's evaluation command without its reference; the grids: temperature for all, top_p for tokens
 MODELS = {
@@ -76,6 +78,9 @@ def main() -> None:
     parser.add_argument("--cache-lambdas", type=float, nargs="+", default=[0.0], help="token models (0: off)")
     parser.add_argument("--cache-theta", type=float, default=0.3)
     parser.add_argument("--rhyme-candidates", type=int, nargs="+", default=[1], help="lyrics (1: off)")
+    parser.add_argument(
+        "--refrains", nargs="+", default=["0,0,0"], help="token models: START,FOLLOW,BOOST each (0,0,0: off)"
+    )
     args = parser.parse_args()
     lines = []
     for model in args.models.split(","):
@@ -85,8 +90,9 @@ def main() -> None:
             args.temperatures or TEMPERATURES.get(model, ROLL_TEMPERATURES),
             args.cache_lambdas,
             args.rhyme_candidates,
+            [tuple(float(x) for x in r.split(",")) for r in args.refrains],
         )
-        for top_p, temperature, cache_lambda, rhyme_candidates in grid:
+        for top_p, temperature, cache_lambda, rhyme_candidates, refrain in grid:
             overrides = [
                 f"temperature={temperature}",
                 f"top_p={top_p or 'null'}",
@@ -100,6 +106,10 @@ def main() -> None:
             if rhyme_candidates != 1:
                 overrides.append(f"rhyme_candidates={rhyme_candidates}")
                 row["rhyme_candidates"] = rhyme_candidates
+            if any(refrain):
+                named = dict(zip(REFRAIN_OPTIONS, refrain, strict=True))
+                overrides += [f"{k}={v}" for k, v in named.items()]
+                row |= named
             row |= judge(model, overrides, args.threads, args.seed)
             lines.append(row)
             print(json.dumps(row), flush=True)
@@ -108,7 +118,9 @@ def main() -> None:
         choice = {"benchmark": "decoding_choice", "model": model, "date": str(date.today()), **hardware()}
         choice |= {
             k: best.get(k)
-            for k in ("temperature", "top_p", "cache_lambda", "cache_theta", "rhyme_candidates", "position")
+            for k in ("temperature", "top_p", "cache_lambda", "cache_theta", "rhyme_candidates")
+            + REFRAIN_OPTIONS
+            + ("position",)
         }
         lines.append(choice)
         print(json.dumps(choice), flush=True)

@@ -11,8 +11,20 @@ where h_i is the net's feature at position i (its input to the output layer) and
 it. It is an exact, normalised mixture, so its NLL is a real likelihood, and scoring a sequence at once gives
 what sampling it token by token gives. Nothing is trained: theta and lambda are chosen on the validation split
 (`bench/cache.py`) and stored in an exported model's decoding defaults.
+
+The cache copies a token at a time, and from a state like the current one: drawing, a character model's states
+are alike within a word, so a high lambda stutters ("you you you") before it ever sings a line again. `Refrain`
+copies whole segments (a line of lyrics, a bar of events: the tokens up to a separator): at a segment's start,
+
+    p(segment) = (1 - lambda_k) p(segment) + lambda_k q_k(segment),
+
+q_k the earlier segments of the sequence, each weighed 1, or 1 + boost where the segment before it is the one
+just finished (a refrain goes on as it went before), and lambda_k `follow` where such a segment exists, else
+`start`. What decides lambda_k and q_k is the text so far, so this too is an exact likelihood: a segment's
+probability under the net (or the cache) is the product of its tokens', and the mixture replaces it.
 """
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -20,7 +32,9 @@ import torch
 
 from lm_music.errors import UserError
 
-OPTIONS = ("cache_lambda", "cache_theta", "cache_window")  # the keys of sample options, train.yaml, decoding
+REFRAIN_OPTIONS = ("refrain_start", "refrain_follow", "refrain_boost")
+# the keys of sample options, train.yaml and decoding defaults that say how a sample copies itself
+OPTIONS = ("cache_lambda", "cache_theta", "cache_window", *REFRAIN_OPTIONS)
 
 
 @dataclass(frozen=True)
@@ -112,6 +126,144 @@ class ContinuousCache:
             pointed = (weights * match).sum(-1)
             parts.append(-self.mix(model[:, start:end], pointed, seen[..., 0]))
         return torch.cat(parts, dim=1).masked_fill(targets == pad, 0.0)
+
+
+Segment = tuple[int, ...]  # a segment's ids, its separator last (the sequence's last one may lack it)
+
+
+@dataclass(frozen=True)
+class Refrain:
+    """Whole segments sung again (see the module's docstring); `separator` is the codec's (`codec.separator`)."""
+
+    start: float  # the chance that a segment repeats an earlier one
+    follow: float | None = None  # the chance where the segment just finished was heard before, with one after
+    # it (None: `start`)
+    boost: float = 0.0  # that one's extra weight in q (1 + boost against 1): a refrain goes on as it went
+
+    def __post_init__(self) -> None:
+        if self.follow is None:
+            object.__setattr__(self, "follow", self.start)
+        for name in ("start", "follow"):
+            if not 0 <= getattr(self, name) < 1:
+                raise UserError(f"refrain_{name} must be in [0, 1) (0: never), got {getattr(self, name)}")
+        if self.boost < 0:
+            raise UserError(f"refrain_boost must be >= 0, got {self.boost}")
+
+    @classmethod
+    def from_options(cls, options: Mapping) -> "Refrain | None":
+        """The refrain that `refrain_start`, `refrain_follow` (unset: as `refrain_start`) and `refrain_boost`
+        describe; None when `refrain_start` is unset or 0."""
+        start, follow = options.get("refrain_start"), options.get("refrain_follow")
+        if not start:
+            return None
+        follow = None if follow is None else float(follow)
+        return cls(float(start), follow, float(options.get("refrain_boost") or 0.0))
+
+    def as_options(self) -> dict:
+        return {"refrain_start": self.start, "refrain_follow": self.follow, "refrain_boost": self.boost}
+
+    def choices(self, segments: list[Segment], separator: int) -> tuple[float, dict[Segment, float]]:
+        """After the finished `segments`: the chance that the next one is a copy, and q, each earlier segment's
+        share of that chance (only whole ones, ended by the separator, and not the separator alone)."""
+        shares: dict[Segment, float] = {}
+        follows = False
+        for j, segment in enumerate(segments):
+            if len(segment) < 2 or segment[-1] != separator:
+                continue
+            weight = 1.0
+            if j >= 1 and segments[j - 1] == segments[-1]:
+                weight, follows = 1.0 + self.boost, True
+            shares[segment] = shares.get(segment, 0.0) + weight
+        if not shares:
+            return 0.0, {}
+        total = sum(shares.values())
+        return (self.follow if follows else self.start), {s: w / total for s, w in shares.items()}
+
+    def pick(
+        self, segments: list[Segment], separator: int, generator: torch.Generator | None
+    ) -> Segment | None:
+        """A draw of the mixture's first choice: an earlier segment to copy, or None (the net writes it)."""
+        lam, shares = self.choices(segments, separator)
+        device = generator.device if generator is not None else "cpu"
+        if not lam or float(torch.rand((), generator=generator, device=device)) >= lam:
+            return None
+        chosen = int(torch.multinomial(torch.tensor(list(shares.values())), 1, generator=_cpu(generator)))
+        return list(shares)[chosen]
+
+    def sequence_nll(
+        self, nll: torch.Tensor, targets: torch.Tensor, pad: int, separator: int
+    ) -> torch.Tensor:
+        """The NLL (B, T) of whole sequences under the mixture, from the tokens' NLL under the net (or the
+        cache): a segment's NLL is the mixture's, and stands on its last token (the others 0), so sums (per
+        sequence, per split) are exact."""
+        out = torch.zeros_like(nll, dtype=torch.float64)
+        for row, (costs, ids) in enumerate(zip(nll.double().tolist(), targets.tolist(), strict=True)):
+            segments: list[Segment] = []
+            begin = 0
+            for t, i in enumerate(ids):
+                if i == pad or (i != separator and t + 1 < len(ids) and ids[t + 1] != pad):
+                    continue
+                segment, cost = tuple(ids[begin : t + 1]), sum(costs[begin : t + 1])
+                lam, shares = self.choices(segments, separator)
+                if lam:
+                    copied = math.log(lam * shares[segment]) if segment in shares else -math.inf
+                    cost = -_logaddexp(math.log1p(-lam) - cost, copied)
+                out[row, t] = cost
+                segments.append(segment)
+                begin = t + 1
+        return out.to(nll.dtype)
+
+
+def _logaddexp(a: float, b: float) -> float:
+    high = max(a, b)
+    return high + math.log(math.exp(a - high) + math.exp(b - high)) if high > -math.inf else high
+
+
+def _cpu(generator: torch.Generator | None) -> torch.Generator | None:
+    """A CPU generator drawn from `generator` (multinomial over a short CPU list needs one on the CPU)."""
+    if generator is None or generator.device.type == "cpu":
+        return generator
+    seed = int(torch.randint(2**62, (), generator=generator, device=generator.device))
+    return torch.Generator().manual_seed(seed)
+
+
+class RefrainDraw:
+    """Refrains while drawing a batch a token at a time: per row the finished segments, the open one, and the
+    ids of a copied segment still to give (`force` puts them in place of the net's draws)."""
+
+    def __init__(
+        self, refrain: Refrain, separator: int, histories: list[list[int]], generator: torch.Generator | None
+    ):
+        self.refrain, self.separator, self.generator = refrain, separator, generator
+        self.segments: list[list[Segment]] = []
+        self.open: list[list[int]] = []
+        for history in histories:
+            cuts = [t + 1 for t, i in enumerate(history) if i == separator]
+            bounds = list(zip([0, *cuts], cuts, strict=False))
+            self.segments.append([tuple(history[a:b]) for a, b in bounds])
+            self.open.append(list(history[cuts[-1] if cuts else 0 :]))
+        self.queued: list[list[int]] = [
+            self.copy(row) if not self.open[row] else [] for row in range(len(histories))
+        ]
+
+    def copy(self, row: int) -> list[int]:
+        chosen = self.refrain.pick(self.segments[row], self.separator, self.generator)
+        return list(chosen) if chosen else []
+
+    def force(self, ids: torch.Tensor) -> torch.Tensor:
+        """The draws `ids` (B,) with each copying row's next copied id in place, the rows' segments updated."""
+        ids = ids.clone()
+        for row, i in enumerate(ids.tolist()):
+            if self.queued[row]:
+                i = self.queued[row].pop(0)
+                ids[row] = i
+            self.open[row].append(i)
+            if i == self.separator:
+                self.segments[row].append(tuple(self.open[row]))
+                self.open[row] = []
+                if not self.queued[row]:
+                    self.queued[row] = self.copy(row)
+        return ids
 
 
 class CachedNet:

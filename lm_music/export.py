@@ -22,7 +22,7 @@ import torch
 from omegaconf import OmegaConf
 
 from lm_music.cache import OPTIONS as CACHE_OPTIONS
-from lm_music.cache import ContinuousCache
+from lm_music.cache import ContinuousCache, Refrain
 from lm_music.cards import DATASETS, UNKNOWN_DATASET, dataset_of, model_card, run_facts, summary
 from lm_music.checkpoints import (
     CARD,
@@ -121,7 +121,7 @@ def _score(folder: Path, config: dict, facts: dict) -> dict:
 
 def _test_metrics(folder: Path, overrides: list[str], decoding: dict) -> dict:
     """`train.py train=false` on the exported folder with the training run's overrides: its test metrics, and
-    under the continuous cache of its decoding defaults too where it has one (`test/NAME_cache`)."""
+    under the continuous cache and/or refrain of its decoding defaults too where it has them (`test/NAME_cache`)."""
     scoring = folder.parent / f".{folder.name}.scoring"
     command = [
         sys.executable,
@@ -146,7 +146,7 @@ def _test_metrics(folder: Path, overrides: list[str], decoding: dict) -> dict:
 
 def _rescored(folder: Path, config: dict, data: dict) -> dict | None:
     """The test metrics of an exported folder scored again from its training command, at the given data path
-    (a card's metrics gain the cache's figures when its decoding defaults gain a cache); None when the folder
+    (a card's metrics gain the cache's figures when its decoding defaults gain a cache or refrain); None when the folder
     has no training command or no data path is given."""
     words = shlex.split(config.get("training_command") or "")
     if words[:2] != ["python", "train.py"] or not data.get("path"):  # as cards.card_command writes it
@@ -162,9 +162,9 @@ def _rescored(folder: Path, config: dict, data: dict) -> dict | None:
 def rejudge(folder: str | Path, data: dict, decoding: dict | None = None, score: bool = False) -> list[Path]:
     """Judge an exported folder's samples anew and write its card again (a folder exported before cards had
     a "Samples" section, or after the evaluator changed); `data`: where its data is (`path`, `source`);
-    `decoding`: new decoding defaults (temperature, top_p, the cache's, min_length) that sample.py and the card
-    then use;
-    new cache settings, or `score`, re-score the test split too (from the training command, at `data`'s path)."""
+    `decoding`: new decoding defaults (temperature, top_p, the cache's and refrain's, min_length) that sample.py
+    and the card then use; new cache or refrain settings, or `score`, re-score the test split too (from the
+    training command, at `data`'s path)."""
     folder = Path(folder)
     checkpoint = load_checkpoint(folder)
     if "exported" not in checkpoint:
@@ -206,6 +206,7 @@ def check_decoding(decoding: dict) -> None:
             f"decoding defaults must be numbers, temperature > 0 and 0 < top_p <= 1: got {decoding}"
         )
     ContinuousCache.from_options(decoding)
+    Refrain.from_options(decoding)
     candidates = decoding.get("rhyme_candidates", 1)
     if not isinstance(candidates, int) or candidates < 1:
         raise UserError(f"decoding.rhyme_candidates must be a whole number >= 1 (1: off), got {candidates}")
@@ -281,6 +282,7 @@ def main(argv: list[str]) -> None:
         "[dtype=float32|float16|bfloat16] [score=false|true] [name=NAME], or "
         "python -m lm_music.export card=EXPORTED_FOLDER [data.path=... data.source=...] "
         "[decoding.temperature=T decoding.top_p=P decoding.cache_lambda=L decoding.cache_theta=TH "
+        "decoding.refrain_start=S decoding.refrain_follow=F decoding.refrain_boost=B "
         "decoding.rhyme_candidates=K decoding.min_length=N] [score=true]"
     )
     known = (

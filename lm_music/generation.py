@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from lm_music.cache import ContinuousCache
+from lm_music.cache import ContinuousCache, Refrain
 from lm_music.checkpoints import PRETRAINED, load_checkpoint, sampler_from_checkpoint, task_of
 from lm_music.errors import UserError
 from lm_music.tasks.sampler import NetworkSampler
@@ -80,6 +80,7 @@ def check_options(cfg: DictConfig) -> None:
     if cfg.get("min_length") is not None and cfg.min_length < 0:
         raise UserError(f"min_length must be 0 or more (or null), got {cfg.min_length}")
     ContinuousCache.from_options(cfg)  # its settings' one-line errors
+    Refrain.from_options(cfg)
 
 
 def draw(model: Model, cfg: DictConfig):

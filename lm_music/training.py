@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
 from lm_music.audio import AudioRenderer
-from lm_music.cache import ContinuousCache
+from lm_music.cache import ContinuousCache, Refrain
 from lm_music.callbacks import (
     AdaptThreads,
     DestroyProcessGroupAtExit,
@@ -223,11 +223,15 @@ def train(cfg: DictConfig) -> float | None:
         model = _fine_tuned(cfg, initial, datamodule.model_kwargs())
     else:
         model = build(cfg.model, **datamodule.model_kwargs(), _convert_="all")
-    cache = ContinuousCache.from_options(cfg)
-    if cache is not None:
+    cache, refrain = ContinuousCache.from_options(cfg), Refrain.from_options(cfg)
+    if cache is not None or refrain is not None:
         if not hasattr(model, "cache"):
-            raise UserError("cache_lambda= is for token models (lyrics, event tokens): leave it out")
-        model.cache = cache
+            raise UserError(
+                "cache_lambda= and refrain_*= are for token models (lyrics, event tokens): leave them out"
+            )
+        model.cache, model.refrain = cache, refrain
+        if refrain is not None:
+            model.sampler.separator()  # one line now if its tokens have no lines or bars
     callbacks = _instantiate_all(cfg.get("callbacks"))
     _quiet_lightning()
     _quiet_wandb()

@@ -96,6 +96,7 @@ def test_decoding_defaults_on_a_folder_are_what_sampling_and_its_card_use(export
         ({"temperature": 0}, "temperature > 0"),
         ({"top_k": 3}, "not top_k"),
         ({"cache_lambda": 1.5}, "cache_lambda must be in"),
+        ({"refrain_start": 1.0}, "refrain_start must be in"),
         ({"rhyme_candidates": 0}, "rhyme_candidates must be a whole number >= 1"),
     )
     for decoding, message in bad:

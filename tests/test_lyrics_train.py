@@ -123,6 +123,7 @@ def test_unconditional_gru_trains(tmp_path):
         (["artist=Nobody"], "unknown artist 'Nobody'; this model knows 24: ABBA"),
         (["length=0"], "length must be at least 1"),
         (["cache_lambda=1.5"], "cache_lambda must be in [0, 1) (0: no cache), got 1.5"),
+        (["refrain_start=0.1", "refrain_boost=-2"], "refrain_boost must be >= 0, got -2.0"),
     ],
 )
 def test_sample_script_bad_input_is_one_line(lyrics_run, tmp_path, args, message):

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric
 
-from lm_music.cache import ContinuousCache
+from lm_music.cache import ContinuousCache, Refrain
 from lm_music.errors import UserError
 from lm_music.nets.legacy import upgrade_weights
 from lm_music.tasks.sampler import NetworkSampler, TokenSampler
@@ -144,9 +144,10 @@ class TokenLitModule(SequenceLitModule):
     """
 
     sampler_class: type[TokenSampler] = TokenSampler
-    # train.py's cache_lambda/cache_theta/cache_window: validation and test also report every metric under this
-    # continuous cache, as NAME_cache (the likelihood of what sampling with it draws)
+    # train.py's cache_* and refrain_*: validation and test also report every metric under this continuous cache
+    # and/or refrain, as NAME_cache (the likelihood of what sampling with them draws)
     cache: ContinuousCache | None = None
+    refrain: Refrain | None = None
 
     def __init__(
         self,
@@ -168,11 +169,15 @@ class TokenLitModule(SequenceLitModule):
         return self.net(ids, labels, state)
 
     def token_nll(
-        self, batch: dict, labels: torch.Tensor | None = None, cache: ContinuousCache | None = None
+        self,
+        batch: dict,
+        labels: torch.Tensor | None = None,
+        cache: ContinuousCache | None = None,
+        refrain: Refrain | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """NLL in nats of every predicted token (B, T - 1), 0 at padding, and the mask of real targets; with
-        `cache`, also the NLL under its mixture (else None), from the same forward pass. (A net without labels
-        ignores them.)"""
+        `cache` and/or `refrain`, also the NLL under their mixture (else None), from the same forward pass.
+        (A net without labels ignores them.)"""
         ids = batch["sequences"].long()
         inputs, targets = ids[:, :-1], ids[:, 1:]
         features, _ = self.net.features(inputs, labels if labels is not None else batch.get("labels"))
@@ -180,10 +185,14 @@ class TokenLitModule(SequenceLitModule):
         pad = self.sampler.codec.PAD
         nll = F.cross_entropy(logits.transpose(1, 2).float(), targets, ignore_index=pad, reduction="none")
         cached = cache.sequence_nll(logits, features, targets, pad) if cache is not None else None
+        if refrain is not None:
+            separator = self.sampler.separator()
+            cached = refrain.sequence_nll(nll if cached is None else cached, targets, pad, separator)
         return nll, targets != pad, cached
 
     def loss_terms(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        nll, real, cached = self.token_nll(batch, cache=None if self.training else self.cache)
+        copying = {} if self.training else {"cache": self.cache, "refrain": self.refrain}
+        nll, real, cached = self.token_nll(batch, **copying)
         nll_sum, count = nll.sum(), real.sum()
         terms = self.extra_terms(nll_sum, count)
         if cached is not None:

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from lm_music.cache import CachedNet, ContinuousCache
+from lm_music.cache import CachedNet, ContinuousCache, Refrain, RefrainDraw
 from lm_music.decoding import categorical_draw, generate
 from lm_music.errors import UserError
 from lm_music.nets.token import TokenRNN, TokenTransformer
@@ -63,6 +63,14 @@ class TokenSampler(NetworkSampler):
         """`decoding.generate`'s step: the net (under `labels`), through the continuous cache when given."""
         return CachedNet(self.net, cache, labels) if cache else lambda x, state: self.net(x, labels, state)
 
+    def separator(self) -> int:
+        """The id that ends a segment a refrain repeats; a model without one cannot take a refrain."""
+        if self.codec.separator is None:
+            raise UserError(
+                "refrain_* needs lines or bars, and this model's tokens have no newline or Bar token"
+            )
+        return self.codec.separator
+
     def draw_ids(
         self,
         prime_ids: list[int],
@@ -76,15 +84,21 @@ class TokenSampler(NetworkSampler):
         processor=None,
         cache: ContinuousCache | None = None,
         min_length: int = 0,
+        refrain: Refrain | None = None,
     ) -> list[list[int]]:
         """`num_samples` id lists drawn as one batch after `prime_ids`, up to `length` each, cut before the
         end id where the model ends the piece (the prime not included). `processor` reweights the logits before
         each draw (`processor.mask(logits)`) and sees each draw (`processor.update(ids)`), as the events'
         `GrammarMask` masks the ids that cannot come next; `cache` draws from the net mixed with a continuous
         cache over the sequence so far (`lm_music.cache`); `min_length`: the end id is not drawn before that
-        many ids (Hugging Face's `min_new_tokens`), so that a piece is never ended before it has begun."""
+        many ids (Hugging Face's `min_new_tokens`), so that a piece is never ended before it has begun; `refrain`:
+        each segment (`codec.separator`'s lines or bars) may be one the sample has had before (`lm_music.cache`)."""
         prime = torch.as_tensor(prime_ids, device=self.device).long()
         unmasked, drawn = categorical_draw(temperature, top_k, top_p, generator), [0]
+        copies = None
+        if refrain is not None:
+            # the prime's first id is the start token, which scoring never predicts
+            copies = RefrainDraw(refrain, self.separator(), [list(prime_ids[1:])] * num_samples, generator)
 
         def draw(logits: torch.Tensor) -> torch.Tensor:
             if processor is not None:
@@ -93,6 +107,8 @@ class TokenSampler(NetworkSampler):
                 logits = logits.clone()
                 logits[..., self.codec.EOS] = -math.inf
             ids = unmasked(logits)
+            if copies is not None:
+                ids = copies.force(ids)
             drawn[0] += 1
             if processor is not None:
                 processor.update(ids)

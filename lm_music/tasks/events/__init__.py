@@ -39,7 +39,7 @@ TASK = Task(
     metrics_note="`nll_token`: nats per token of the test pieces (comparable only between models of the "
     "same tokenizer); `bits_per_note`: their total NLL in bits over their number of notes, and "
     "`nats_per_second`: over their seconds of music (both comparable across tokenizers); `_cache`: the same "
-    "through the continuous cache of the model's decoding defaults (`lm_music/cache.py`), the distribution "
-    "sample.py draws from.",
+    "through the continuous cache and/or the refrain of the model's decoding defaults (`lm_music/cache.py`), "
+    "the distribution sample.py draws from.",
     page_controls=("prime_midi", "top_k", "top_p"),
 )

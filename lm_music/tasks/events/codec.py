@@ -248,6 +248,7 @@ class EventCodec:
         self.infilling = all(mark in vocab for mark in INFILL)
         self.INFILL, self.FILL_START, self.FILL_END = (vocab.get(mark, -1) for mark in INFILL)
         self.BAR = vocab.get("Bar_None", -1)
+        self.separator = self.BAR if self.BAR >= 0 else None  # what ends a segment a refrain repeats: a bar
         config = params.get("config", {})
         # the controls this model knows (`CONTROLS`' names), and the ids of their tokens
         self.controls = [

@@ -13,7 +13,7 @@ import lm_music.tasks.events.infill as infill
 import lm_music.tasks.events.mirex as mirex
 from lm_music import midi
 from lm_music.audio import AudioRenderer, write_wav
-from lm_music.cache import ContinuousCache
+from lm_music.cache import ContinuousCache, Refrain
 from lm_music.errors import UserError
 from lm_music.io import atomic_path
 from lm_music.tasks.events.codec import EventCodec
@@ -47,6 +47,7 @@ class EventSampler(TokenSampler):
         cache: ContinuousCache | None = None,
         min_length: int = 0,
         controls: list[list[int]] | None = None,
+        refrain: Refrain | None = None,
     ) -> list[list[int]]:
         """`num_samples` id lists drawn as one batch: the prime's ids (the start id when none), then up to
         `length` drawn ids (fewer where the model ends the piece). Decode them with `codec.decode`. With
@@ -54,7 +55,10 @@ class EventSampler(TokenSampler):
         a BPE vocabulary); without it, what the model draws is what it gives. `cache`: drawn through a
         continuous cache (`lm_music.cache`), which can copy a section the piece has already played;
         `min_length`: no piece ends before that many drawn ids; `controls`: the attribute-control ids to give
-        after each Bar drawn, bar by bar (`infill.BarControl`; a model trained with controls)."""
+        after each Bar drawn, bar by bar (`infill.BarControl`; a model trained with controls); `refrain`: a bar
+        may be one the piece has played before (`lm_music.cache.Refrain`)."""
+        if controls and refrain is not None:
+            raise UserError("controls steer each new bar, and a refrain copies bars: give one or the other")
         prime = list(prime_ids) if prime_ids is not None else [self.codec.BOS]
         mask = self.codec.grammar(prime, num_samples) if grammar else None
         if controls:
@@ -70,6 +74,7 @@ class EventSampler(TokenSampler):
             processor=mask,
             cache=cache,
             min_length=min(min_length, length),
+            refrain=refrain,
         )
         return [prime + row for row in rows]
 
@@ -149,6 +154,7 @@ def draw(sampler: EventSampler, options, generator: torch.Generator) -> EventSam
         cache=ContinuousCache.from_options(options),
         min_length=options.get("min_length") or 0,
         controls=controls,
+        refrain=Refrain.from_options(options),
     )
     decoded = [codec.decode(row) for row in ids]
     scores, dropped = [score for score, _ in decoded], [n for _, n in decoded]
@@ -186,6 +192,10 @@ def draw_infilled(
     if not codec.infilling:
         raise UserError(
             "infill_bars= needs a model trained to infill (e.g. pretrained=pop909_infill); this one continues only"
+        )
+    if Refrain.from_options(options) is not None:
+        raise UserError(
+            "refrain_* repeats bars of a continuation; an infill's bars follow their controls: leave it out"
         )
     gap = infill.Gap.parse(options.infill_bars)
     if options.get("prime_midi"):

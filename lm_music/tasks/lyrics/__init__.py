@@ -31,7 +31,8 @@ TASK = Task(
     hub_task="text-generation",
     metrics=("test/bpc", "test/bpc_cache"),
     metrics_note="`bpc`: bits per character of the test songs; `bpc_cache`: the same through the continuous "
-    "cache of the model's decoding defaults (`lm_music/cache.py`), the distribution sample.py draws from.",
+    "cache and/or the refrain of the model's decoding defaults (`lm_music/cache.py`), the distribution sample.py "
+    "draws from.",
     page_controls=("prime", "artist", "top_k", "top_p"),
     page_shows="text",
 )

@@ -36,8 +36,10 @@ def draw_rhymed(
     generator: torch.Generator | None = None,
     label: int | None = None,
     cache=None,
+    refrain=None,
 ) -> str:
-    """One text of up to `length` characters after `prime` (a `LyricsSampler`'s), drawn line by line."""
+    """One text of up to `length` characters after `prime` (a `LyricsSampler`'s), drawn line by line; with a
+    `refrain` (`lm_music.cache.Refrain`), a line may be one sung before instead of the candidates."""
     if candidates < 1:
         raise UserError(f"rhyme_candidates must be at least 1 (1: off), got {candidates}")
     vocab, device = sampler.vocab, sampler.device
@@ -50,14 +52,24 @@ def draw_rhymed(
     draw = categorical_draw(temperature, top_k, top_p, generator)
     ends = [end for end in map(line_end, prime.split("\n")[:-1]) if end][-2:]
     text: list[int] = []
+    *sung, unfinished = prime.split(
+        "\n"
+    )  # the lines a refrain may repeat, and the line the prime leaves open
+    sung = [tuple(vocab.encode(line + "\n").tolist()) for line in sung]
     with one_step_calls(device):
         logits, state = one(torch.as_tensor(vocab.encode(prime, bos=True), device=device).long()[None], None)
         while len(text) < length:
-            first = logits[:, -1].expand(candidates, -1)
-            lines = draw_lines(many, first, repeat_rows(state, candidates), draw, newline, vocab.EOS)
+            again = refrain.pick(sung, newline, generator) if refrain and not unfinished else None
+            if again is not None:
+                lines = [list(again)]
+            else:
+                first = logits[:, -1].expand(candidates, -1)
+                lines = draw_lines(many, first, repeat_rows(state, candidates), draw, newline, vocab.EOS)
             budget = length - len(text)
             chosen = choose(vocab, lines, ends)[:budget]
             text += chosen
+            sung.append(tuple(vocab.encode(unfinished).tolist()) + tuple(chosen))
+            unfinished = ""
             if vocab.EOS in chosen or len(text) >= length:
                 break
             if (end := line_end(vocab.decode(chosen))) is not None:

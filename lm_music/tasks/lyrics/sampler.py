@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from lm_music.cache import ContinuousCache
+from lm_music.cache import ContinuousCache, Refrain
 from lm_music.errors import UserError
 from lm_music.io import write_text_atomic
 from lm_music.tasks.lyrics.rhyme import draw_rhymed
@@ -65,11 +65,13 @@ class LyricsSampler(TokenSampler):
         generator: torch.Generator | None = None,
         cache: ContinuousCache | None = None,
         rhyme_candidates: int | None = None,
+        refrain: Refrain | None = None,
     ) -> list[str]:
         """`num_samples` texts drawn as one batch: the prime, then up to `length` characters (fewer where the
         model ends the song). `artists` (one per sample) is for conditional models only; `cache`: drawn
         through a continuous cache (`lm_music.cache`); `rhyme_candidates` (1 or None: off): each line
-        drawn so many times, one that rhymes kept (`rhyme.draw_rhymed`; the samples one after another)."""
+        drawn so many times, one that rhymes kept (`rhyme.draw_rhymed`; the samples one after another);
+        `refrain`: a line may be one the song has sung before (`lm_music.cache.Refrain`)."""
         if artists is not None and not self.conditional:
             raise UserError("artist= was given, but this model is not conditioned on artists: leave it out")
         if self.conditional and artists is None:
@@ -93,11 +95,21 @@ class LyricsSampler(TokenSampler):
                     generator,
                     None if labels is None else int(labels[i]),
                     cache,
+                    refrain,
                 )
                 for i in range(num_samples)
             ]
         rows = self.draw_ids(
-            prime_ids, num_samples, length, temperature, top_k, top_p, generator, labels, cache=cache
+            prime_ids,
+            num_samples,
+            length,
+            temperature,
+            top_k,
+            top_p,
+            generator,
+            labels,
+            cache=cache,
+            refrain=refrain,
         )
         return [prime + self.vocab.decode(row) for row in rows]
 
@@ -144,6 +156,7 @@ def draw(sampler: LyricsSampler, options, generator: torch.Generator) -> TextSam
         generator=generator,
         cache=ContinuousCache.from_options(options),
         rhyme_candidates=options.get("rhyme_candidates"),
+        refrain=Refrain.from_options(options),
     )
     return TextSamples(texts, artists, len(options.get("prime") or ""), options.length)
 

@@ -17,6 +17,8 @@ class CharVocab:
         self.chars = chars
         self._codepoints = np.array([ord(c) for c in chars], dtype=np.int64)
         self._order = np.argsort(self._codepoints)
+        # what ends a segment a refrain repeats (`lm_music.cache.Refrain`): a line
+        self.separator = int(self.encode("\n")[0]) if "\n" in chars else None
 
     @classmethod
     def build(cls, texts: Sequence[str]) -> "CharVocab":

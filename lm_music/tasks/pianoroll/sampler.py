@@ -104,6 +104,7 @@ def draw(sampler: PianoRollSampler, options, generator: torch.Generator) -> Roll
     refuse_option("infill_bars", options, "infilling event-token (e.g. pretrained=pop909_infill)")
     refuse_option("controls", options, "infilling event-token (e.g. pretrained=pop909_infill)")
     refuse_option("cache_lambda", options, "token (lyrics and event-token)")
+    refuse_option("refrain_start", options, "token (lyrics and event-token)")
     refuse_option("rhyme_candidates", options, "lyrics")
     refuse_option("min_length", options, "event-token (rolls have no end to draw)")
     renderer = AudioRenderer.from_options(options.get("audio"))  # a bad soundfont is refused before drawing
