@@ -28,6 +28,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from lm_music.errors import UserError
@@ -207,16 +208,11 @@ class Refrain:
                 lam, shares = self.choices(segments, separator)
                 if lam:
                     copied = math.log(lam * shares[segment]) if segment in shares else -math.inf
-                    cost = -_logaddexp(math.log1p(-lam) - cost, copied)
+                    cost = -float(np.logaddexp(math.log1p(-lam) - cost, copied))
                 out[row, t] = cost
                 segments.append(segment)
                 begin = t + 1
         return out.to(nll.dtype)
-
-
-def _logaddexp(a: float, b: float) -> float:
-    high = max(a, b)
-    return high + math.log(math.exp(a - high) + math.exp(b - high)) if high > -math.inf else high
 
 
 def _cpu(generator: torch.Generator | None) -> torch.Generator | None:
@@ -227,6 +223,13 @@ def _cpu(generator: torch.Generator | None) -> torch.Generator | None:
     return torch.Generator().manual_seed(seed)
 
 
+def split_segments(ids: list[int], separator: int) -> tuple[list[Segment], list[int]]:
+    """The whole segments of `ids` (each ending with the separator), and the unfinished rest."""
+    cuts = [t + 1 for t, i in enumerate(ids) if i == separator]
+    finished = [tuple(ids[a:b]) for a, b in zip([0, *cuts], cuts, strict=False)]
+    return finished, list(ids[cuts[-1] if cuts else 0 :])
+
+
 class RefrainDraw:
     """Refrains while drawing a batch a token at a time: per row the finished segments, the open one, and the
     ids of a copied segment still to give (`force` puts them in place of the net's draws)."""
@@ -235,13 +238,9 @@ class RefrainDraw:
         self, refrain: Refrain, separator: int, histories: list[list[int]], generator: torch.Generator | None
     ):
         self.refrain, self.separator, self.generator = refrain, separator, generator
-        self.segments: list[list[Segment]] = []
-        self.open: list[list[int]] = []
-        for history in histories:
-            cuts = [t + 1 for t, i in enumerate(history) if i == separator]
-            bounds = list(zip([0, *cuts], cuts, strict=False))
-            self.segments.append([tuple(history[a:b]) for a, b in bounds])
-            self.open.append(list(history[cuts[-1] if cuts else 0 :]))
+        split = [split_segments(history, separator) for history in histories]
+        self.segments: list[list[Segment]] = [finished for finished, _ in split]
+        self.open: list[list[int]] = [unfinished for _, unfinished in split]
         self.queued: list[list[int]] = [
             self.copy(row) if not self.open[row] else [] for row in range(len(histories))
         ]

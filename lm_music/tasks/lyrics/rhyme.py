@@ -12,6 +12,7 @@ kept as it is. Every kept line is a draw of the model: the words and the line le
 
 import torch
 
+from lm_music.cache import split_segments
 from lm_music.decoding import categorical_draw, one_step_calls, repeat_rows
 from lm_music.errors import UserError
 from lm_music.tasks.lyrics.features import rhymes, words
@@ -52,10 +53,8 @@ def draw_rhymed(
     draw = categorical_draw(temperature, top_k, top_p, generator)
     ends = [end for end in map(line_end, prime.split("\n")[:-1]) if end][-2:]
     text: list[int] = []
-    *sung, unfinished = prime.split(
-        "\n"
-    )  # the lines a refrain may repeat, and the line the prime leaves open
-    sung = [tuple(vocab.encode(line + "\n").tolist()) for line in sung]
+    # the lines a refrain may repeat, and the line the prime leaves open
+    sung, unfinished = split_segments(vocab.encode(prime).tolist(), newline)
     with one_step_calls(device):
         logits, state = one(torch.as_tensor(vocab.encode(prime, bos=True), device=device).long()[None], None)
         while len(text) < length:
@@ -68,8 +67,8 @@ def draw_rhymed(
             budget = length - len(text)
             chosen = choose(vocab, lines, ends)[:budget]
             text += chosen
-            sung.append(tuple(vocab.encode(unfinished).tolist()) + tuple(chosen))
-            unfinished = ""
+            sung.append((*unfinished, *chosen))
+            unfinished = []
             if vocab.EOS in chosen or len(text) >= length:
                 break
             if (end := line_end(vocab.decode(chosen))) is not None:
